@@ -1,0 +1,1 @@
+"""The composition root: settings, migrations and the `jakartaone` command line."""

@@ -1,0 +1,119 @@
+"""Database engines for the ledger, and the one way to run a write transaction.
+
+SQLite (the embedded default) runs in WAL mode with full fsync, foreign keys on and a busy
+timeout; a write transaction starts with BEGIN IMMEDIATE, so that it holds the single
+writer lock from its first read (SQLAlchemy silently drops FOR UPDATE on SQLite, and a
+deferred BEGIN would let two writers read the same balance). PostgreSQL runs at READ
+COMMITTED with explicit row locks taken in a fixed order (see ledger.batch); a
+serialization failure or deadlock, should one happen, is retried here and never reaches a
+caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# SQLSTATEs that mean "run the transaction again": serialization failure, deadlock.
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}
+MAX_ATTEMPTS = 12
+
+
+class RetryTransaction(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised inside a transaction to roll it back and run it again from the start."""
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for `url` with the settings the ledger relies on."""
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, **kwargs)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_pre_ping", True)
+    return sa.create_engine(url, **kwargs)
+
+
+def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
+    connect_args = kwargs.pop("connect_args", {})
+    connect_args.setdefault("timeout", 60)
+    connect_args.setdefault("check_same_thread", False)
+    engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves (pysqlite's own BEGIN handling is not immediate).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("ledger_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def is_sqlite(conn: Connection | Engine) -> bool:
+    return conn.dialect.name == "sqlite"
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, RetryTransaction):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        orig = exc.orig
+        sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        if sqlstate in _RETRYABLE_SQLSTATES:
+            return True
+        # A concurrent writer inserted the same transfer id first: the next attempt sees
+        # it and answers `exists` (or a named difference) instead.
+        if sqlstate == "23505" and "transfers" in str(orig):
+            return True
+        if "database is locked" in str(orig):
+            return True
+    return False
+
+
+def run_write(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """Run `work` in one write transaction, retrying transient conflicts.
+
+    `work` must be a pure function of the database state it reads: it may run more than
+    once, and only the run that commits has any effect.
+    """
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            with engine.connect() as conn:
+                conn = conn.execution_options(ledger_write=True)
+                with conn.begin():
+                    return work(conn)
+        except Exception as exc:
+            if attempt == MAX_ATTEMPTS or not _retryable(exc):
+                raise
+            delay = min(0.2, 0.002 * 2**attempt) * random.random()  # noqa: S311 - jitter
+            log.debug("retrying write transaction (attempt %d): %s", attempt, type(exc).__name__)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def run_read(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """Run `work` in one read-only transaction (a consistent snapshot on PostgreSQL)."""
+    with engine.connect() as conn, conn.begin():
+        if not is_sqlite(conn):
+            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return work(conn)
