@@ -1,0 +1,28 @@
+"""The `jakartaone` command line: a thin root that wires settings to each package's commands."""
+
+from __future__ import annotations
+
+import click
+
+from jakartaone.ledger_commands import db, ledger
+from jakartaone.settings import Settings
+
+
+@click.group()
+@click.option(
+    "--database-url",
+    envvar="JAKARTAONE_DATABASE_URL",
+    default=None,
+    help="SQLAlchemy URL; default JAKARTAONE_DATABASE_URL or the embedded SQLite file.",
+)
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None) -> None:
+    """JakartaOne back office."""
+    settings = Settings()
+    if database_url:
+        settings = settings.model_copy(update={"database_url": database_url})
+    ctx.obj = settings
+
+
+main.add_command(db)
+main.add_command(ledger)

@@ -1,0 +1,79 @@
+"""Fixtures every test package shares: real databases, migrated by Alembic.
+
+PostgreSQL tests read JAKARTAONE_TEST_POSTGRES_URL and get a database of their own,
+created for them and dropped after. Without that variable they skip with the reason,
+except on CI (JAKARTAONE_CI=1), where a missing PostgreSQL is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from jakartaone.migrate import upgrade
+from ledger import make_engine
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def postgres_admin_url() -> str:
+    url = os.environ.get("JAKARTAONE_TEST_POSTGRES_URL")
+    if url:
+        return url
+    if os.environ.get("JAKARTAONE_CI"):
+        pytest.fail("JAKARTAONE_TEST_POSTGRES_URL is not set on CI")
+    pytest.skip("PostgreSQL tests need JAKARTAONE_TEST_POSTGRES_URL (not set on this machine)")
+
+
+@pytest.fixture(scope="session")
+def make_postgres_database() -> Iterator[Callable[[], str]]:
+    """A factory of fresh, empty PostgreSQL databases; all are dropped at the end."""
+    created: list[str] = []
+    admin = None
+
+    def make() -> str:
+        nonlocal admin
+        base = make_url(postgres_admin_url())
+        if admin is None:
+            admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+        name = f"jo_test_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return base.set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    if admin is not None:
+        with admin.connect() as conn:
+            for name in created:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, make_postgres_database: Callable[[], str]
+) -> str:
+    """An empty database of the backend named by the test's `backend` parameter."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "postgresql":
+        return make_postgres_database()
+    return f"sqlite:///{tmp_path / 'jakartaone.sqlite3'}"
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """A migrated database (Alembic head)."""
+    eng = make_engine(database_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+both_backends = pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
