@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# A result row of any shape (SQLAlchemy 2.1 types rows by their column tuple).
+AnyRow = sa.Row[*tuple[Any, ...]]
+
 # SQLSTATEs that mean "run the transaction again": serialization failure, deadlock.
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}
 MAX_ATTEMPTS = 12
