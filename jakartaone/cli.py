@@ -26,3 +26,7 @@ def main(ctx: click.Context, database_url: str | None) -> None:
 
 main.add_command(db)
 main.add_command(ledger)
+
+
+if __name__ == "__main__":
+    main()
