@@ -14,6 +14,7 @@ Guarantees (with the thresholds of the release config):
 4. No cell that failed the primary rule is determined by all the equations together: the
    audit solves the whole linear system (`determined_cells`) and suppresses more until
    none is.
+An empty catch-all cell is published as zero (see `_empty_catch_all`).
 Secondary suppressions are chosen cheapest first: the lowest table priority, then the
 fewest contributing rows, then the key, so the choice is deterministic.
 
@@ -32,7 +33,10 @@ from dataclasses import dataclass
 
 from reconciliation.analytics.cells import CellStats
 from reconciliation.analytics.config import ReleaseConfig
+from reconciliation.analytics.geography import OTHER, OUTSIDE_DKI, UNKNOWN
 from reconciliation.analytics.tables import CellId, Equation, Rules
+
+CATCH_ALL = frozenset({OTHER, UNKNOWN, OUTSIDE_DKI})
 
 _PRIME = (1 << 61) - 1  # exact arithmetic modulo a large prime (see determined_cells)
 
@@ -93,7 +97,11 @@ def protect(
     config: ReleaseConfig,
 ) -> Protection:
     """The set of suppressed cells meeting guarantees 1 to 4."""
-    primary = frozenset(c for c, s in stats.items() if primary_fails(s, rules[c], config))
+    primary = frozenset(
+        c
+        for c, s in stats.items()
+        if primary_fails(s, rules[c], config) and not _empty_catch_all(c, s, config)
+    )
     suppressed = set(primary)
     by_cell: dict[CellId, list[int]] = defaultdict(list)
     for i, eq in enumerate(eqs):
@@ -166,6 +174,21 @@ def protect(
                 queue.extend(by_cell[extra])
         settle(queue)
     return Protection(frozenset(suppressed), primary)
+
+
+def _empty_catch_all(cell: CellId, stats: CellStats, config: ReleaseConfig) -> bool:
+    """An empty catch-all row ((other), (unknown), outside DKI) is published as zero.
+
+    It says only that every input value matched the public reference data, nothing about a
+    person; suppressing it would force a large partner cell out of every sum it is part of
+    (a line total, a mode total). Other empty cells stay suppressed, so that a card alone
+    in a cell leaves no trace. Under DP every cell is noisy and nothing is special.
+    """
+    return (
+        not config.differential_privacy
+        and stats.rows == 0
+        and any(part in CATCH_ALL for part in cell[1])
+    )
 
 
 def determined_cells(suppressed: set[CellId], eqs: tuple[Equation, ...]) -> set[CellId]:
