@@ -113,7 +113,9 @@ def protect(
 
     def cheapest(cells: Iterable[CellId]) -> CellId | None:
         free = [c for c in cells if c not in suppressed]
-        return min(free, key=cost) if free else None
+        # An empty cell hides nothing: a reader who suspects it is empty learns the rest.
+        useful = [c for c in free if stats[c].rows > 0] or free
+        return min(useful, key=cost) if useful else None
 
     def repair(eq: Equation) -> CellId | None:
         left = [c for c in eq.left if c in suppressed]
