@@ -77,7 +77,9 @@ def calibrate(sensitivity: int, epsilon: float) -> tuple[Fraction, float]:
 
 def error95(scale: Fraction) -> int:
     """Half-width of the interval holding the noise with probability 1 - ALPHA."""
-    return math.ceil(discrete_laplacian_scale_to_accuracy(float(scale), ALPHA))
+    accuracy = discrete_laplacian_scale_to_accuracy(float(scale), ALPHA)
+    # OpenDP answers infinity for scales far below one step: such noise is almost always 0.
+    return math.ceil(accuracy) if math.isfinite(accuracy) else 0
 
 
 class NoiseSource:
