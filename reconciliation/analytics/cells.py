@@ -77,9 +77,7 @@ def compute_cells(
     for row in result.fetchall():
         rec = dict(zip(names, row, strict=False))
         key = tuple(row[:n])
-        measures = {
-            m.name: int(rec[f"m_{i}"] or 0) for i, m in enumerate(spec.measures)
-        }
+        measures = {m.name: int(rec[f"m_{i}"] or 0) for i, m in enumerate(spec.measures)}
         tops = row[len(names) - 2 :] if money else (0, 0)
         found[key] = CellStats(
             rows=int(rec["rows_"]),
@@ -90,9 +88,7 @@ def compute_cells(
             top_cards=int(tops[0] or 0),
             top_merchants=int(tops[1] or 0),
             card_set=None if rec["card_set"] is None else frozenset(rec["card_set"]),
-            merchant_set=None
-            if rec["merchant_set"] is None
-            else frozenset(rec["merchant_set"]),
+            merchant_set=None if rec["merchant_set"] is None else frozenset(rec["merchant_set"]),
         )
     stray = set(found) - set(spec.keys)
     if stray:

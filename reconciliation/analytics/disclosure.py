@@ -164,10 +164,7 @@ def protect(
                 # pins it: open the cheapest published cell of any equation that
                 # touches a suppressed cell.
                 touching = {
-                    c
-                    for s in suppressed
-                    for i in by_cell[s]
-                    for c in (*eqs[i].left, *eqs[i].right)
+                    c for s in suppressed for i in by_cell[s] for c in (*eqs[i].left, *eqs[i].right)
                 }
                 extra = cheapest(touching)
                 if extra is None:

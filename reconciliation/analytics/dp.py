@@ -69,7 +69,8 @@ def calibrate(sensitivity: int, epsilon: float) -> tuple[Fraction, float]:
 
     found = dp.binary_search_param(make, d_in=sensitivity, d_out=epsilon, T=float)
     scale = Fraction(math.ceil(found * _SCALE_DENOMINATOR), _SCALE_DENOMINATOR)
-    spent = float(make(float(scale)).map(sensitivity))
+    measurement = make(float(scale))
+    spent = float(measurement.map(sensitivity))  # type: ignore[no-untyped-call]  # opendp: no annotations
     if spent > epsilon * (1 + 1e-9):
         raise RuntimeError("OpenDP refused the calibrated scale")
     return scale, spent

@@ -154,7 +154,7 @@ def _pseudonymize(
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in reader:
             ids = batch.column(batch.schema.get_field_index("card_id")).to_pylist()
-            cards = []
+            cards: list[bytes | None] = []
             for card_id in ids:
                 if card_id is None:
                     cards.append(None)
@@ -252,8 +252,7 @@ def _check(con: duckdb.DuckDBPyConnection) -> None:
         ),
         (
             ReleaseErrorCode.LOAD_CHANNEL_INVALID,
-            f"(kind = 'load' AND load_channel IS NULL) OR load_channel NOT IN "
-            f"{_in(LOAD_CHANNELS)}",
+            f"(kind = 'load' AND load_channel IS NULL) OR load_channel NOT IN {_in(LOAD_CHANNELS)}",
             f"events: loads need load_channel in {LOAD_CHANNELS}",
         ),
         (

@@ -151,7 +151,9 @@ def _schema(t: PublishedTable, config: ReleaseConfig) -> dict[str, Any]:
             }
         )
     for d in spec.constant_fields:
-        fields.append({"name": d.name, "type": d.type, "title": d.title, "description": d.description})
+        fields.append(
+            {"name": d.name, "type": d.type, "title": d.title, "description": d.description}
+        )
     fields.append(
         {
             "name": "status",
@@ -190,14 +192,14 @@ def _schema(t: PublishedTable, config: ReleaseConfig) -> dict[str, Any]:
             f["description"] = f"{m.description} Unit km."
             f["jakartaone:unit"] = "km"
         fields.append(f)
-    for d in spec.derived:
-        unit = "m" if d.name.endswith("_m") else "IDR"
+    for ratio in spec.derived:
+        unit = "m" if ratio.name.endswith("_m") else "IDR"
         fields.append(
             {
-                "name": d.name,
+                "name": ratio.name,
                 "type": "integer",
-                "title": d.title,
-                "description": d.description,
+                "title": ratio.title,
+                "description": ratio.description,
                 "constraints": {"minimum": 0},
                 "jakartaone:unit": unit,
             }

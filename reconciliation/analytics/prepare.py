@@ -128,9 +128,7 @@ def _reference_tables(con: duckdb.DuckDBPyConnection, config: ReleaseConfig) -> 
         "district_ref": pa.table(
             {
                 "kota": [k for k, kc in kecamatan_keys() if kc not in (UNKNOWN, OUTSIDE_DKI)],
-                "kecamatan": [
-                    kc for _, kc in kecamatan_keys() if kc not in (UNKNOWN, OUTSIDE_DKI)
-                ],
+                "kecamatan": [kc for _, kc in kecamatan_keys() if kc not in (UNKNOWN, OUTSIDE_DKI)],
             }
         ),
         "line_ref": pa.table(

@@ -218,31 +218,13 @@ def _add_noise(
         else:
             sensitivity = rows
         scales: dict[int, Fraction] = {}
-
-        def scale_for(bound: int, cells: str, statistic: str = stat) -> Fraction:
-            if bound not in scales:
-                scale, spent = dpmod.calibrate(bound, share) if bound else (Fraction(0), 0.0)
-                scales[bound] = scale
-                budget.append(
-                    dpmod.QueryBudget(
-                        spec.name,
-                        statistic,
-                        spent,
-                        bound,
-                        float(scale),
-                        dpmod.error95(scale) if bound else 0,
-                        cells,
-                    )
-                )
-            return scales[bound]
-
         for k in spec.keys:
             s = stats[(spec.name, k)]
             true = _true_value(s, stat)
-            if per_cell is not None:
-                scale = scale_for(per_cell(k), f"{k[-1]}")
-            else:
-                scale = scale_for(sensitivity, "all")
+            bound, cells = (per_cell(k), str(k[-1])) if per_cell else (sensitivity, "all")
+            if bound not in scales:
+                scales[bound] = _calibrated(spec.name, stat, bound, share, cells, budget)
+            scale = scales[bound]
             noise = source.sample(spec.name, stat, k, scale) if scale else 0
             noisy.setdefault((spec.name, k), {})[stat] = true + noise
     out: dict[CellId, CellStats] = {}
@@ -264,6 +246,16 @@ def _add_noise(
             merchant_set=None,
         )
     return out, budget
+
+
+def _calibrated(
+    table: str, stat: str, bound: int, share: float, cells: str, budget: list[dpmod.QueryBudget]
+) -> Fraction:
+    """The noise scale for one query (or one band), recorded in the published budget."""
+    scale, spent = dpmod.calibrate(bound, share) if bound else (Fraction(0), 0.0)
+    error = dpmod.error95(scale) if bound else 0
+    budget.append(dpmod.QueryBudget(table, stat, spent, bound, float(scale), error, cells))
+    return scale
 
 
 def _true_value(s: CellStats, stat: str) -> int:

@@ -19,14 +19,21 @@ from reconciliation.analytics.inputs import Seal
 from reconciliation.analytics.publish import PUBLISHED, PublishedTable
 
 MODE_COLOURS = {"TJ": "#1f77b4", "MRT": "#d62728", "KRL": "#2ca02c", "LRT": "#9467bd"}
-_CSS = """
-body{font-family:DejaVu Sans,Arial,sans-serif;margin:24px;color:#222;background:#fff;max-width:1100px}
-h1{color:#0b3d66;margin-bottom:4px}h2{color:#0b3d66;border-bottom:2px solid #0b3d66;padding-bottom:4px;margin-top:36px}
-.kpis{display:flex;flex-wrap:wrap;gap:12px}.kpi{background:#eef4fa;border-radius:8px;padding:12px 16px;min-width:170px}
-.kpi b{display:block;font-size:22px;color:#0b3d66}.note{color:#555;font-size:13px}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
-th{background:#eef4fa}td.n{text-align:right}svg text{font-family:DejaVu Sans,Arial,sans-serif}
-"""
+_CSS = " ".join(
+    [
+        "body{font-family:DejaVu Sans,Arial,sans-serif;margin:24px;color:#222;",
+        "background:#fff;max-width:1100px}",
+        "h1{color:#0b3d66;margin-bottom:4px}",
+        "h2{color:#0b3d66;border-bottom:2px solid #0b3d66;padding-bottom:4px;margin-top:36px}",
+        ".kpis{display:flex;flex-wrap:wrap;gap:12px}",
+        ".kpi{background:#eef4fa;border-radius:8px;padding:12px 16px;min-width:170px}",
+        ".kpi b{display:block;font-size:22px;color:#0b3d66}.note{color:#555;font-size:13px}",
+        "table{border-collapse:collapse;font-size:13px}",
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}",
+        "th{background:#eef4fa}td.n{text-align:right}",
+        "svg text{font-family:DejaVu Sans,Arial,sans-serif}",
+    ]
+)
 _HATCH = (
     '<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" '
     'patternTransform="rotate(45)"><rect width="6" height="6" fill="#e6e6e6"/>'
@@ -97,12 +104,13 @@ def _kpis(totals: PublishedTable, fares: PublishedTable) -> str:
         ("Spent at merchants", money("purchase")),
         ("Transit fares", money("transit")),
         ("Loaded onto cards", money("load")),
-        ("Cards used today", _fmt(_int(t["purchase"]["cards"]))),
+        ("Cards that bought something", _fmt(_int(t["purchase"]["cards"]))),
     ]
-    items[-1] = ("Cards that bought something", items[-1][1])
-    return '<div class="kpis">' + "".join(
-        f'<div class="kpi"><b>{escape(v)}</b>{escape(k)}</div>' for k, v in items
-    ) + "</div>"
+    return (
+        '<div class="kpis">'
+        + "".join(f'<div class="kpi"><b>{escape(v)}</b>{escape(k)}</div>' for k, v in items)
+        + "</div>"
+    )
 
 
 def _int(v: object) -> int | None:
@@ -216,9 +224,7 @@ def _hourly_chart(line_hour: PublishedTable, spend_hour: PublishedTable) -> str:
             f'font-size="11">{escape(MODE_NAMES[m])}</text>'
         )
     svg.append("</svg>")
-    spend = " ".join(
-        f"<td class=n>{_fmt(_int(r['amount_idr']))}</td>" for r in _rows(spend_hour)
-    )
+    spend = " ".join(f"<td class=n>{_fmt(_int(r['amount_idr']))}</td>" for r in _rows(spend_hour))
     hours = "".join(f"<th>{h:02d}</th>" for h in range(24))
     return (
         "<p class=note>Boardings per hour by mode (gaps: suppressed hours).</p>"
@@ -274,8 +280,10 @@ def _mode_shares(fares: PublishedTable, transfers: PublishedTable, cap: Publishe
     known = [(str(r["mode"]), int(r["trips"] or 0)) for r in rows if r["trips"] is not None]
     total = sum(v for _, v in known) or 1
     width, x = 900, 0.0
-    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="70" role="img" '
-           'aria-label="Mode shares of boardings">']
+    svg = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="70" role="img" '
+        'aria-label="Mode shares of boardings">'
+    ]
     for m, v in known:
         w = width * v / total
         svg.append(

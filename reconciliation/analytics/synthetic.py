@@ -84,7 +84,8 @@ def fare(line: Line, a: Station, b: Station, sod: int) -> int:
 
 
 def synthetic_day(day: dt.date, cards: int = 2000, seed: int = 0) -> SyntheticDay:
-    rng = random.Random(f"jakartaone-synthetic|{day.isoformat()}|{cards}|{seed}")
+    # Synthetic test data, not security: a seeded, reproducible generator is the point.
+    rng = random.Random(f"jakartaone-synthetic|{day.isoformat()}|{cards}|{seed}")  # noqa: S311
     gen = _Generator(day, rng, seed)
     population = [
         _Card(f"card-{seed}-{i:07d}", rng.random() < 0.35, rng.choice([0, 0, 20_000, 50_000]))
@@ -100,7 +101,10 @@ def events_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     cols = {f.name: [r.get(f.name) for r in rows] for f in EVENTS_SCHEMA}
     cols["fare_capped"] = [bool(v) for v in cols["fare_capped"]]
     return pa.table(
-        {name: pa.array(values, type=EVENTS_SCHEMA.field(name).type) for name, values in cols.items()},
+        {
+            name: pa.array(values, type=EVENTS_SCHEMA.field(name).type)
+            for name, values in cols.items()
+        },
         schema=EVENTS_SCHEMA,
     )
 
@@ -136,9 +140,7 @@ class _Generator:
         for i in range(n_merchants):
             # Most merchants sit near stations (busy districts); the rest anywhere in DKI.
             kota, kec = rng.choice(station_places if rng.random() < 0.6 else kecamatans)
-            self.merchants.append(
-                (f"merchant-{i:05d}", rng.choices(mccs, weights)[0], kota, kec)
-            )
+            self.merchants.append((f"merchant-{i:05d}", rng.choices(mccs, weights)[0], kota, kec))
 
     def emit(self, card: _Card, sod: int, kind: str, amount: int, **fields: Any) -> None:
         if kind in ("load", "refund"):
@@ -193,21 +195,45 @@ class _Generator:
         minutes = 4 + abs(b.km - a.km) / 30 * 60
         if line.mode == "TJ":
             self.emit(
-                card, sod, "transit", normal, station=a.name, tap="flat", kota=a.kota,
-                kecamatan=a.kecamatan, fare_capped=capped, **common,
+                card,
+                sod,
+                "transit",
+                normal,
+                station=a.name,
+                tap="flat",
+                kota=a.kota,
+                kecamatan=a.kecamatan,
+                fare_capped=capped,
+                **common,
             )
             return sod + int(minutes * 60 * 1.4)
         self.emit(
-            card, sod, "transit", 0, station=a.name, tap="entry", kota=a.kota,
-            kecamatan=a.kecamatan, **common,
+            card,
+            sod,
+            "transit",
+            0,
+            station=a.name,
+            tap="entry",
+            kota=a.kota,
+            kecamatan=a.kecamatan,
+            **common,
         )
         end = sod + int(minutes * 60)
         if self.rng.random() < 0.01 or end >= 86_340:
             return end  # no tap-out (the gate rules charge it later)
         self.emit(
-            card, end, "transit", normal, station=b.name, tap="exit", kota=b.kota,
-            kecamatan=b.kecamatan, entry_station=a.name,
-            distance_m=int(round(abs(b.km - a.km) * 1000)), fare_capped=capped, **common,
+            card,
+            end,
+            "transit",
+            normal,
+            station=b.name,
+            tap="exit",
+            kota=b.kota,
+            kecamatan=b.kecamatan,
+            entry_station=a.name,
+            distance_m=round(abs(b.km - a.km) * 1000),
+            fare_capped=capped,
+            **common,
         )
         return end
 
@@ -224,7 +250,9 @@ class _Generator:
     def commute_legs(self) -> list[tuple[Line, Station, Station]]:
         rng = self.rng
         mrt, tj, krl, lrt = self.lines
-        pattern = rng.choices(["krl", "tj", "mrt", "mrt+tj", "krl+tj", "lrt"], [30, 25, 20, 10, 10, 5])[0]
+        pattern = rng.choices(
+            ["krl", "tj", "mrt", "mrt+tj", "krl+tj", "lrt"], [30, 25, 20, 10, 10, 5]
+        )[0]
 
         def pair(line: Line) -> tuple[Line, Station, Station]:
             a, b = rng.sample(list(line.stations), 2)

@@ -203,9 +203,11 @@ def table_specs(config: ReleaseConfig) -> tuple[TableSpec, ...]:
             keys=tuple((k,) for k in KINDS),
             source="SELECT kind, card, amount, merchant FROM ev",
             measures=(TRANSACTIONS, AMOUNT),
-            rules=lambda k: transit_rules
-            if k[0] == "transit"
-            else (CARD_RULES if k[0] == "load" else MERCHANT_RULES),
+            rules=lambda k: (
+                transit_rules
+                if k[0] == "transit"
+                else (CARD_RULES if k[0] == "load" else MERCHANT_RULES)
+            ),
             derived=(AVG_TICKET,),
             priority=3,
         ),
@@ -372,9 +374,7 @@ def table_specs(config: ReleaseConfig) -> tuple[TableSpec, ...]:
             source="SELECT from_mode, to_mode, card, NULL::BIGINT AS amount, "
             "NULL::VARCHAR AS merchant FROM transfers_src",
             measures=(
-                Measure(
-                    "transfers", MeasureKind.COUNT, "count(*)", "Transfers", "Transfers."
-                ),
+                Measure("transfers", MeasureKind.COUNT, "count(*)", "Transfers", "Transfers."),
             ),
         ),
         TableSpec(
@@ -496,9 +496,7 @@ def table_specs(config: ReleaseConfig) -> tuple[TableSpec, ...]:
                 _d("registration", "Registration", "registered or unregistered."),
                 _d("band", "Balance band", "Balance band in rupiah."),
             ),
-            keys=tuple(
-                (r, b.label) for r in (REGISTERED, UNREGISTERED) for b in BALANCE_BANDS
-            ),
+            keys=tuple((r, b.label) for r in (REGISTERED, UNREGISTERED) for b in BALANCE_BANDS),
             source="SELECT registered AS registration, band, card, balance AS amount, "
             "NULL::VARCHAR AS merchant FROM cards_c",
             measures=(

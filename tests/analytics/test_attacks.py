@@ -6,7 +6,6 @@ not the engine's."""
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import hashlib
 import hmac
 from collections import defaultdict
@@ -161,18 +160,52 @@ def test_the_attacker_is_not_blind(day_data: SyntheticDay) -> None:
 def x_card_rows() -> list[dict]:
     base = {"card_id": "card-x", "card_registered": True, "fare_capped": False}
     return [
-        {**base, "event_id": "x-1", "ts": ts_of(DAY, 8 * 3600 + 60), "kind": "transit",
-         "amount": 0, "merchant_id": "operator-MRT", "mcc": 4111, "mode": "MRT",
-         "line": "North-South", "station": "Blok M", "tap": "entry", "kota": "Jakarta Selatan",
-         "kecamatan": "Kebayoran Baru", "balance_after": 100_000},
-        {**base, "event_id": "x-2", "ts": ts_of(DAY, 8 * 3600 + 1000), "kind": "transit",
-         "amount": 5_000, "merchant_id": "operator-MRT", "mcc": 4111, "mode": "MRT",
-         "line": "North-South", "station": "Senayan", "tap": "exit", "entry_station": "Blok M",
-         "distance_m": 2000, "kota": "Jakarta Selatan", "kecamatan": "Kebayoran Baru",
-         "balance_after": 95_000},
-        {**base, "event_id": "x-3", "ts": ts_of(DAY, 12 * 3600 + 600), "kind": "purchase",
-         "amount": 42_000, "merchant_id": "merchant-00003", "mcc": 5814,
-         "kota": "Jakarta Selatan", "kecamatan": "Kebayoran Baru", "balance_after": 53_000},
+        {
+            **base,
+            "event_id": "x-1",
+            "ts": ts_of(DAY, 8 * 3600 + 60),
+            "kind": "transit",
+            "amount": 0,
+            "merchant_id": "operator-MRT",
+            "mcc": 4111,
+            "mode": "MRT",
+            "line": "North-South",
+            "station": "Blok M",
+            "tap": "entry",
+            "kota": "Jakarta Selatan",
+            "kecamatan": "Kebayoran Baru",
+            "balance_after": 100_000,
+        },
+        {
+            **base,
+            "event_id": "x-2",
+            "ts": ts_of(DAY, 8 * 3600 + 1000),
+            "kind": "transit",
+            "amount": 5_000,
+            "merchant_id": "operator-MRT",
+            "mcc": 4111,
+            "mode": "MRT",
+            "line": "North-South",
+            "station": "Senayan",
+            "tap": "exit",
+            "entry_station": "Blok M",
+            "distance_m": 2000,
+            "kota": "Jakarta Selatan",
+            "kecamatan": "Kebayoran Baru",
+            "balance_after": 95_000,
+        },
+        {
+            **base,
+            "event_id": "x-3",
+            "ts": ts_of(DAY, 12 * 3600 + 600),
+            "kind": "purchase",
+            "amount": 42_000,
+            "merchant_id": "merchant-00003",
+            "mcc": 5814,
+            "kota": "Jakarta Selatan",
+            "kecamatan": "Kebayoran Baru",
+            "balance_after": 53_000,
+        },
     ]
 
 
@@ -189,7 +222,9 @@ def differencing_exposures(
         if va is not None or vb is None or count_column(cell[0]) is None:
             continue
         x = sign * delta.stats[cell].rows
-        candidates = {t for t in range(max(0, vb - 2 - x), vb + 3 - x) if (t + x + 2) // 5 * 5 == vb}
+        candidates = {
+            t for t in range(max(0, vb - 2 - x), vb + 3 - x) if (t + x + 2) // 5 * 5 == vb
+        }
         for eq in eqs:  # bounds from a's own totals, rounding slack included
             for same, other in ((eq.left, eq.right), (eq.right, eq.left)):
                 if cell in same and all(seen_a[c] is not None for c in other):
@@ -232,16 +267,29 @@ def test_two_releases_differenced_recover_no_suppressed_cell(
         assert len(candidates) >= 2, (cell, candidates)
     # And each release alone withstands the totals attack.
     for r, out in ((r2, tmp_path / "r2"), (r3, tmp_path / "r3")):
-        assert not attacker_determined(published_counts(out), equations(CONFIG)) & r.protection.primary
+        assert (
+            not attacker_determined(published_counts(out), equations(CONFIG)) & r.protection.primary
+        )
 
 
 def test_a_card_seen_only_once_leaves_no_trace(day_data: SyntheticDay, tmp_path: Path) -> None:
     once = {
-        "event_id": "lonely-event-1", "card_id": "lonely-card-0001", "card_registered": False,
-        "ts": ts_of(DAY, 3 * 3600 + 17 * 60), "kind": "transit", "amount": 3_500,
-        "merchant_id": "operator-TJ", "mcc": 4131, "mode": "TJ", "line": "Koridor 1",
-        "station": "Monas", "tap": "flat", "kota": "Jakarta Pusat", "kecamatan": "Gambir",
-        "fare_capped": False, "balance_after": 16_500,
+        "event_id": "lonely-event-1",
+        "card_id": "lonely-card-0001",
+        "card_registered": False,
+        "ts": ts_of(DAY, 3 * 3600 + 17 * 60),
+        "kind": "transit",
+        "amount": 3_500,
+        "merchant_id": "operator-TJ",
+        "mcc": 4131,
+        "mode": "TJ",
+        "line": "Koridor 1",
+        "station": "Monas",
+        "tap": "flat",
+        "kota": "Jakarta Pusat",
+        "kecamatan": "Gambir",
+        "fare_capped": False,
+        "balance_after": 16_500,
     }
     events = pa.concat_tables([day_data.events, events_table([once])])
     cards = pa.concat_tables([day_data.cards, cards_table([("lonely-card-0001", False, 16_500)])])
@@ -271,11 +319,24 @@ def test_the_differencing_check_sees_flips(day_data: SyntheticDay, tmp_path: Pat
     rows = []
     for i in range(10):
         rows.append(
-            {"event_id": f"crowd-{i}", "card_id": f"crowd-{i}", "card_registered": False,
-             "ts": ts_of(DAY, 3 * 3600 + 60 * i), "kind": "transit", "amount": 3_500,
-             "merchant_id": "operator-TJ", "mcc": 4131, "mode": "TJ", "line": "Koridor 1",
-             "station": "Monas", "tap": "flat", "kota": "Jakarta Pusat",
-             "kecamatan": "Gambir", "fare_capped": False, "balance_after": 1_000}
+            {
+                "event_id": f"crowd-{i}",
+                "card_id": f"crowd-{i}",
+                "card_registered": False,
+                "ts": ts_of(DAY, 3 * 3600 + 60 * i),
+                "kind": "transit",
+                "amount": 3_500,
+                "merchant_id": "operator-TJ",
+                "mcc": 4131,
+                "mode": "TJ",
+                "line": "Koridor 1",
+                "station": "Monas",
+                "tap": "flat",
+                "kota": "Jakarta Pusat",
+                "kecamatan": "Gambir",
+                "fare_capped": False,
+                "balance_after": 1_000,
+            }
         )
     crowd = events_table(rows)
     crowd_cards = cards_table([(f"crowd-{i}", False, 1_000) for i in range(10)])

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import tempfile
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -38,19 +37,23 @@ def test_no_csv_cell_starts_a_formula(text: str) -> None:
     assert cell.removeprefix("'") == text or cell == text
 
 
-def test_hostile_names_from_the_config_are_defused_in_csv(
-    day_data: SyntheticDay, release
-) -> None:
+def test_hostile_names_from_the_config_are_defused_in_csv(day_data: SyntheticDay, release) -> None:
     mrt = REFERENCE_NETWORK.lines[0]
     evil = Station('=HYPERLINK("http://x","y")', 99.0, -6.2, 106.8, "Jakarta Pusat", "Menteng")
-    network = Network((Line(mrt.mode, "@SUM(A1)", (*mrt.stations, evil)), *REFERENCE_NETWORK.lines[1:]))
+    network = Network(
+        (Line(mrt.mode, "@SUM(A1)", (*mrt.stations, evil)), *REFERENCE_NETWORK.lines[1:])
+    )
     _, out = release(day_data.events, day_data.cards, day_data, ReleaseConfig(network=network))
     path = out / "csv" / "ridership_line_day" / f"date={DAY.isoformat()}" / "ridership_line_day.csv"
     text = path.read_text(encoding="utf-8")
     lines = [row["line"] for row in csv.DictReader(text.splitlines())]
     assert "'@SUM(A1)" in lines and "@SUM(A1)" not in lines
     station_csv = (
-        out / "csv" / "ridership_station_hour" / f"date={DAY.isoformat()}" / "ridership_station_hour.csv"
+        out
+        / "csv"
+        / "ridership_station_hour"
+        / f"date={DAY.isoformat()}"
+        / "ridership_station_hour.csv"
     ).read_text(encoding="utf-8")
     assert "'=HYPERLINK" in station_csv
     for row in csv.reader(station_csv.splitlines()):
@@ -78,13 +81,22 @@ def test_the_report_renders_offline_in_headless_chromium(day_data: SyntheticDay,
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run(
             [
-                browser, "--headless", "--no-sandbox", "--disable-gpu",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-                "--window-size=1100,2400", f"--screenshot={shot}",
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                f"--user-data-dir={profile}",
+                "--window-size=1100,2400",
+                f"--screenshot={shot}",
                 (out / "report.html").as_uri(),
             ],
-            check=True, capture_output=True, timeout=120,
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
     image = Image.open(shot).convert("RGB")
     assert image.size == (1100, 2400)
@@ -114,7 +126,9 @@ def test_dp_release_publishes_its_budget_and_is_deterministic(
     # Basic composition: the shares add up to epsilon (balances' bands run in parallel).
     per_query: dict[tuple[str, str], float] = {}
     for q in queries:
-        per_query[(q["table"], q["statistic"])] = max(per_query.get((q["table"], q["statistic"]), 0), q["epsilon"])
+        per_query[(q["table"], q["statistic"])] = max(
+            per_query.get((q["table"], q["statistic"]), 0), q["epsilon"]
+        )
         assert q["error95"] >= 0 and q["l1_sensitivity"] >= 0
     # (each share is spent at most: scales are rounded up)
     assert 0.999 <= sum(per_query.values()) <= 1.0 + 1e-9
@@ -124,11 +138,17 @@ def test_dp_release_publishes_its_budget_and_is_deterministic(
 
 
 def test_dp_with_a_huge_epsilon_is_close_to_the_truth(day_data: SyntheticDay, release) -> None:
-    exact, out_exact = release(day_data.events, day_data.cards, day_data)
-    noisy, out_noisy = release(
-        day_data.events, day_data.cards, day_data,
-        ReleaseConfig(differential_privacy=True, epsilon=1e6, max_events_per_card_day=100,
-                      max_amount_idr=10_000_000),
+    _, out_exact = release(day_data.events, day_data.cards, day_data)
+    _, out_noisy = release(
+        day_data.events,
+        day_data.cards,
+        day_data,
+        ReleaseConfig(
+            differential_privacy=True,
+            epsilon=1e6,
+            max_events_per_card_day=100,
+            max_amount_idr=10_000_000,
+        ),
     )
     rel = f"csv/daily_totals/date={DAY.isoformat()}/daily_totals.csv"
     a = list(csv.DictReader((out_exact / rel).read_text().splitlines()))
@@ -158,8 +178,14 @@ cells = st.sampled_from([("t", (i,)) for i in range(8)])
 
 @settings(max_examples=150, deadline=None)
 @given(
-    st.lists(st.tuples(st.lists(cells, min_size=1, max_size=3, unique=True),
-                       st.lists(cells, min_size=1, max_size=4, unique=True)), min_size=1, max_size=6),
+    st.lists(
+        st.tuples(
+            st.lists(cells, min_size=1, max_size=3, unique=True),
+            st.lists(cells, min_size=1, max_size=4, unique=True),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
     st.sets(cells, min_size=1),
 )
 def test_determined_cells_agrees_with_rational_elimination(raw, hidden) -> None:

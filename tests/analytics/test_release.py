@@ -38,7 +38,9 @@ def test_layout_every_table_in_csv_and_parquet(day_data: SyntheticDay, release) 
     assert [t.name for t in summary.tables] == names
     for name in names:
         rows = read_csv(out, name)
-        parquet = pq.read_table(out / "parquet" / name / f"date={DAY.isoformat()}" / "part-0.parquet")
+        parquet = pq.read_table(
+            out / "parquet" / name / f"date={DAY.isoformat()}" / "part-0.parquet"
+        )
         assert parquet.num_rows == len(rows) > 0
         assert {r["date"] for r in rows} == {DAY.isoformat()}
         assert parquet.column("status").to_pylist() == [r["status"] for r in rows]
@@ -93,7 +95,9 @@ def test_every_published_cell_meets_the_thresholds(day_data: SyntheticDay, relea
         lambda e: (e["kota"], e["kecamatan"]) if e["kota"] in KOTA else (OUTSIDE_DKI, OUTSIDE_DKI),
         ("kota", "kecamatan"),
     )
-    assert check_money_cells("spending_by_mcc_group", lambda e: (mcc_group_of(e["mcc"]),), ("mcc_group",))
+    assert check_money_cells(
+        "spending_by_mcc_group", lambda e: (mcc_group_of(e["mcc"]),), ("mcc_group",)
+    )
     assert check_money_cells("spending_by_hour", lambda e: ((e["ts"].hour + 7) % 24,), ("hour",))
 
     taps: dict[tuple, list[dict]] = defaultdict(list)
@@ -115,7 +119,9 @@ def test_identical_inputs_give_identical_bytes(day_data: SyntheticDay, release) 
     first, out1 = release(day_data.events, day_data.cards, day_data)
     # The same rows in another order, in other batches, through a DuckDB-free reader.
     shuffled = day_data.events.take(pa.array(list(range(day_data.events.num_rows))[::-1]))
-    reader = pa.RecordBatchReader.from_batches(shuffled.schema, shuffled.to_batches(max_chunksize=977))
+    reader = pa.RecordBatchReader.from_batches(
+        shuffled.schema, shuffled.to_batches(max_chunksize=977)
+    )
     second, out2 = release(reader, day_data.cards, day_data)
     assert first.sha256 == second.sha256
     for rel in first.files:
@@ -183,8 +189,13 @@ def test_events_outside_the_day_short_keys_and_bad_seals_are_refused(
     ]
     for override, code in cases:
         args = dict(
-            day=DAY, events=day_data.events, cards=day_data.cards, seal=day_data.seal,
-            out_dir=out, key=KEY, config=None,
+            day=DAY,
+            events=day_data.events,
+            cards=day_data.cards,
+            seal=day_data.seal,
+            out_dir=out,
+            key=KEY,
+            config=None,
         )
         args.update(override)
         with pytest.raises(ReleaseError) as err:
