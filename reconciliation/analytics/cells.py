@@ -28,6 +28,10 @@ class CellStats:
     top_merchants: int = 0
     card_set: frozenset[bytes] | None = frozenset()
     merchant_set: frozenset[str] | None = frozenset()
+    # DP only: the 95 % error bound of the noisy card count; a cell is published only when
+    # its noisy count clears the threshold by this much, so that published cells are
+    # likely real and not noise on an empty key.
+    cards_margin: int = 0
 
 
 def compute_cells(

@@ -18,7 +18,8 @@ An empty catch-all cell is published as zero (see `_empty_catch_all`).
 Secondary suppressions are chosen cheapest first: the lowest table priority, then the
 fewest contributing rows, then the key, so the choice is deterministic.
 
-Under differential privacy the statistics are the noisy ones and rule 3 is not applied
+Under differential privacy the statistics are the noisy ones, the card threshold must be
+cleared by the noise's 95 % error bound (CellStats.cards_margin), and rule 3 is not applied
 (the union of small cells is not measured; the noise protects it); card dominance is not
 applied either, since every card-day's contribution is clipped. Everything here is then
 post-processing of the noisy measurements.
@@ -43,7 +44,7 @@ _PRIME = (1 << 61) - 1  # exact arithmetic modulo a large prime (see determined_
 
 def primary_fails(stats: CellStats, rules: Rules, config: ReleaseConfig) -> bool:
     """True when the cell must not be published on its own account (guarantee 1)."""
-    if stats.cards < config.min_cards:
+    if stats.cards - stats.cards_margin < config.min_cards:
         return True
     share = config.dominance_percent
     if rules.merchants and (

@@ -227,6 +227,7 @@ def _add_noise(
             scale = scales[bound]
             noise = source.sample(spec.name, stat, k, scale) if scale else 0
             noisy.setdefault((spec.name, k), {})[stat] = true + noise
+    margins = {q.table: q.error95 for q in budget if q.statistic == "cards"}
     out: dict[CellId, CellStats] = {}
     for cell, s in stats.items():
         n = noisy[cell]
@@ -244,6 +245,7 @@ def _add_noise(
             top_cards=0,
             card_set=None,
             merchant_set=None,
+            cards_margin=margins[cell[0]],
         )
     return out, budget
 
