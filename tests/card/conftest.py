@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 
 from card_reader.card import VirtualCard
 from card_reader.card_state import UNREGISTERED_MAX_BALANCE, CardState, MemoryStore
+from card_reader.errors import CardReaderError, PcscServiceUnavailableError
 from card_reader.keys import BackOfficeKeys, SoftwareSam, personalize
+from card_reader.pcsc import PcscContext
+from card_reader.pcscd import PcscdProcess, ensure_pcscd
 from card_reader.protocol import CardSession
 from card_reader.transport import ApduChannel, InProcessTransport
+from card_reader.vpcd import DEFAULT_PORT as VPCD_PORT
+from card_reader.vpcd import VpcdCard
 
 AUTH_MASTER = bytes.fromhex("a0a1a2a3a4a5a6a7a8a9aaabacadaeaf")
 BACK_OFFICE = BackOfficeKeys(
@@ -66,3 +74,53 @@ def make_rig() -> Callable[..., CardRig]:
 @pytest.fixture
 def rig(make_rig: Callable[..., CardRig]) -> CardRig:
     return make_rig()
+
+
+VPCD_READER = "Virtual PCD 00 00"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("JAKARTAONE_CI"):
+        pytest.fail(f"real PC/SC is required on CI: {reason}")
+    pytest.skip(f"real PC/SC tests need pcscd and vsmartcard-vpcd: {reason}")
+
+
+@pytest.fixture(scope="session")
+def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PcscdProcess | None]:
+    """pcscd with the vpcd reader: started here (and stopped at the end) unless it runs."""
+    log_path = tmp_path_factory.mktemp("pcscd") / "pcscd.log"
+    try:
+        process = ensure_pcscd(log_path)
+    except PcscServiceUnavailableError as error:
+        _unavailable(str(error))
+        raise
+    try:
+        with PcscContext() as context:
+            context.find_reader(VPCD_READER)
+    except CardReaderError as error:
+        if process is not None:
+            process.stop()
+        _unavailable(f"pcscd runs without the vpcd reader ({error})")
+    yield process
+    if process is not None:
+        process.stop()
+
+
+@pytest.fixture
+def vpcd_card(pcscd: PcscdProcess | None) -> Iterator[Callable[..., VpcdCard]]:
+    """Make virtual cards on vpcd's first reader; every one is removed after the test."""
+    made: list[VpcdCard] = []
+
+    def make(card: VirtualCard) -> VpcdCard:
+        virtual = VpcdCard(card, port=VPCD_PORT)
+        made.append(virtual)
+        return virtual
+
+    yield make
+    for virtual in made:
+        virtual.remove()
+    # Let pcscd see the card leave before the next test taps another one.
+    with contextlib.suppress(CardReaderError), PcscContext() as context:
+        deadline = time.monotonic() + 3
+        while context.card_present(VPCD_READER) and time.monotonic() < deadline:
+            time.sleep(0.05)
