@@ -5,8 +5,10 @@ Fares (2024-2025, shared/domain-facts.md):
 - MRT Jakarta: by distance, Rp 3,000 to Rp 14,000.
 - KRL Commuter Line: Rp 3,000 for the first 25 km, plus Rp 1,000 per further 10 km or part.
 - LRT Jakarta: Rp 5,000 flat.
-- JakLingko integration: within 180 minutes of its first tap, a journey across
-  TransJakarta, MRT and LRT (not KRL) is charged at most Rp 10,000 in total.
+- JakLingko integration: within 180 minutes of its first leg, a journey across
+  TransJakarta, MRT and LRT (not KRL) is charged at most Rp 10,000 in total. The first
+  leg pays its own fare in full; each further leg in the window pays only what keeps the
+  total at Rp 10,000, so nothing once the total has reached it.
 
 Approximations, labelled as such:
 - Station distances are approximate kilometre posts (to about 0.5 km), not the operators'
@@ -324,7 +326,7 @@ def plan_tap(
     else:
         base = maximum_fare_from(line, station)  # tap-out without a tap-in
 
-    fare, chain_start, chain_paid = _integrate(line, base, journey, open_journey, closes, now)
+    fare, chain_start, chain_paid = _integrate(line, mode, base, journey, open_journey, closes, now)
     amount = fare + unfinished
     needed = amount + (minimum_fare(line) if mode is GateMode.ENTRY else 0)
     if balance < needed:
@@ -357,6 +359,7 @@ def plan_tap(
 
 def _integrate(
     line: Line,
+    mode: GateMode,
     base: int,
     journey: Journey | None,
     open_journey: Journey | None,
@@ -372,6 +375,9 @@ def _integrate(
     if active:
         fare = min(base, max(0, INTEGRATION_CAP - previous_paid))
         return fare, previous_start, previous_paid + fare
+    if mode is GateMode.ENTRY:
+        return base, 0, 0  # a tap-in opens no window: the journey's first leg is its exit
+    # The first leg of a window pays its own fare in full (a long MRT ride costs more than
+    # the cap); the window starts when that leg started.
     start = open_journey.entry_time if closes and open_journey else now
-    fare = min(base, INTEGRATION_CAP)
-    return fare, start, fare
+    return base, start, base

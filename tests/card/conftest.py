@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ import pytest
 
 from card_reader.card import VirtualCard
 from card_reader.card_state import UNREGISTERED_MAX_BALANCE, CardState, MemoryStore
+from card_reader.certificate import Certificate, TransactionKind, certificate_mac
 from card_reader.errors import CardReaderError, PcscServiceUnavailableError
 from card_reader.keys import BackOfficeKeys, SoftwareSam, personalize
 from card_reader.pcsc import PcscContext
@@ -124,3 +126,27 @@ def vpcd_card(pcscd: PcscdProcess | None) -> Iterator[Callable[..., VpcdCard]]:
         deadline = time.monotonic() + 3
         while context.card_present(VPCD_READER) and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+def signed_certificate(
+    counter: int,
+    terminal_seq: int,
+    terminal_id: str = "GATE-1",
+    serial: bytes = SERIAL,
+    amount: int = 3_500,
+) -> Certificate:
+    """A certificate exactly as the card `serial` would sign it."""
+    unsigned = Certificate(
+        card_serial=serial,
+        counter=counter,
+        kind=TransactionKind.DEBIT,
+        amount=amount,
+        balance_after=100_000 - counter * amount,
+        terminal_id=terminal_id,
+        terminal_seq=terminal_seq,
+        timestamp=1_735_700_000 + counter,
+        journey=None,
+        mac=bytes(16),
+    )
+    mac = certificate_mac(BACK_OFFICE.certificate_key(serial), unsigned.signed_bytes())
+    return dataclasses.replace(unsigned, mac=mac)

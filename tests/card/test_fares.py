@@ -213,6 +213,7 @@ def test_any_day_of_taps_respects_balance_and_cap(day: list) -> None:  # type: i
     card = Card(balance=60_000)
     now = at(6)
     chains: dict[int, int] = {}
+    first_legs: dict[int, int] = {}
     for (line_name, mode), index, minutes in day:
         now += minutes * 60
         line = LINES[line_name]
@@ -226,8 +227,18 @@ def test_any_day_of_taps_respects_balance_and_cap(day: list) -> None:  # type: i
             journey = plan.journey
             assert journey is not None
             if line.mode.value != "krl":
-                chains[journey.chain_start] = chains.get(journey.chain_start, 0) + plan.fare
-                assert journey.chain_paid == chains[journey.chain_start]
+                if journey.chain_start:
+                    first_legs.setdefault(journey.chain_start, plan.fare)
+                    chains[journey.chain_start] = chains.get(journey.chain_start, 0) + plan.fare
+                    assert journey.chain_paid == chains[journey.chain_start]
         else:
             assert card.balance == before
-    assert all(paid <= INTEGRATION_CAP for paid in chains.values())
+    assert all(paid <= max(INTEGRATION_CAP, first_legs[start]) for start, paid in chains.items())
+
+
+def test_a_long_first_leg_pays_in_full_and_the_window_then_rides_free() -> None:
+    card = Card()
+    card.tap("MRT-NS", "Lebak Bulus", GateMode.ENTRY, at(7))
+    assert card.tap("MRT-NS", "Bundaran HI", GateMode.EXIT, at(7, 35)).amount == 14_000
+    assert card.tap("TJ-1", "Bundaran HI", GateMode.FLAT, at(7, 45)).amount == 0
+    assert card.tap("TJ-1", "Kota", GateMode.FLAT, at(10, 36)).amount == 3_500  # 181 minutes
