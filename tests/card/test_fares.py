@@ -226,11 +226,10 @@ def test_any_day_of_taps_respects_balance_and_cap(day: list) -> None:  # type: i
             assert card.balance == before - plan.amount
             journey = plan.journey
             assert journey is not None
-            if line.mode.value != "krl":
-                if journey.chain_start:
-                    first_legs.setdefault(journey.chain_start, plan.fare)
-                    chains[journey.chain_start] = chains.get(journey.chain_start, 0) + plan.fare
-                    assert journey.chain_paid == chains[journey.chain_start]
+            if line.mode.value != "krl" and journey.chain_start:
+                first_legs.setdefault(journey.chain_start, plan.fare)
+                chains[journey.chain_start] = chains.get(journey.chain_start, 0) + plan.fare
+                assert journey.chain_paid == chains[journey.chain_start]
         else:
             assert card.balance == before
     assert all(paid <= max(INTEGRATION_CAP, first_legs[start]) for start, paid in chains.items())
