@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from card_reader.certificate import Certificate, mask_serial
+from card_reader.certificate import TERMINAL_ID_PATTERN, Certificate, mask_serial
 from card_reader.errors import (
     CardRefusedError,
     CardRemovedError,
@@ -72,6 +72,8 @@ class _Terminal:
         hotlist: HotlistStore,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if not TERMINAL_ID_PATTERN.fullmatch(terminal_id):
+            raise ValueError("a terminal id is 1 to 16 of A-Z a-z 0-9 . _ -")
         if journal.terminal_id != terminal_id:
             raise ValueError("the journal belongs to another terminal")
         self.terminal_id = terminal_id
