@@ -43,6 +43,7 @@ from card_reader.keys import (
     KeyMaterialError,
     SoftwareSam,
     diversify,
+    key_from_env,
     key_from_hex,
     personalize,
 )
@@ -113,9 +114,7 @@ def card_issue(state_path: Path, serial: str | None, balance: int, registered: b
     if len(card_serial) != 8:
         raise _fail("--serial is 8 bytes")
     try:
-        authentication_master = key_from_hex(
-            os.environ.get(ENV_AUTHENTICATION_MASTER_KEY, ""), ENV_AUTHENTICATION_MASTER_KEY
-        )
+        authentication_master = key_from_env(ENV_AUTHENTICATION_MASTER_KEY)
         card_keys = personalize(card_serial, authentication_master, BackOfficeKeys.from_env())
         state = CardState(
             serial=card_serial,

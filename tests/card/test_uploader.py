@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,24 @@ def test_a_bad_base_url_is_not_retried(tmp_path: Path) -> None:
     with pytest.raises(BackOfficeError) as info:
         BackOfficeClient("file:///etc", API_KEY).fetch_hotlist(0)
     assert not info.value.retryable
+
+
+def test_the_background_loop_delivers_then_backs_off_when_offline(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, "GATE-1")
+    fill(journal, 3)
+    store = HotlistStore(tmp_path)
+    with running_back_office(BACK_OFFICE) as (url, server):
+        uploader = Uploader(journal, BackOfficeClient(url, API_KEY), store)
+        stop = threading.Event()
+        thread = threading.Thread(target=uploader.run, args=(stop, 0.05))
+        thread.start()
+        deadline = time.monotonic() + 5
+        while len(server.certificates) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stop.set()
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+        assert len(server.certificates) == 3 and journal.stats().pending == 0
+    fill(journal, 1, start=4)
+    assert uploader.sync_once() >= 0.5  # offline now: wait before trying again
+    assert uploader.backoff.failures == 1 and journal.stats().pending == 1
