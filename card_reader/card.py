@@ -253,6 +253,7 @@ class VirtualCard:
         purse = self._purse().to_bytes()
         self._check_secured_le(command, len(purse))
         if self._secured_data(command):
+            self._end_session()
             raise _RefusedError(SW.WRONG_LENGTH)
         return Response(self._secured_answer(purse), SW.OK)
 
@@ -260,6 +261,7 @@ class VirtualCard:
         if not 1 <= command.p1 <= LOG_CAPACITY or command.p2 != 0:
             raise _RefusedError(SW.WRONG_P1P2)
         if self._secured_data(command):
+            self._end_session()
             raise _RefusedError(SW.WRONG_LENGTH)
         data = self._secured_answer(encode_log(self._state.log[: command.p1]))
         return self._chained(command, data)
@@ -269,6 +271,7 @@ class VirtualCard:
             raise _RefusedError(SW.WRONG_P1P2)
         self._check_secured_le(command, 1)
         if self._secured_data(command):
+            self._end_session()
             raise _RefusedError(SW.WRONG_LENGTH)
         if not self._state.blocked:
             self._commit(replace(self._state, blocked=True))
