@@ -93,6 +93,10 @@ class SelectInfo:
     blocked: bool
     registered: bool
 
+    def __repr__(self) -> str:
+        # Never the serial in clear, even in a traceback.
+        return f"SelectInfo(card=JO-****-****-{self.serial[-2:].hex()}, blocked={self.blocked})"
+
     def to_bytes(self) -> bytes:
         status = (STATUS_BLOCKED if self.blocked else 0) | (
             STATUS_REGISTERED if self.registered else 0

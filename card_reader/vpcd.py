@@ -29,6 +29,8 @@ CONTROL_POWER_OFF = 0x00
 CONTROL_POWER_ON = 0x01
 CONTROL_RESET = 0x02
 CONTROL_GET_ATR = 0x04
+# The least time between a card leaving and the same card tapping again (see `tap`).
+REAPPEAR_SECONDS = 0.6
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +50,25 @@ class VpcdCard:
         self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._tear: tuple[int, bool] | None = None
+        self._closed = threading.Event()
+        self._left_at = -REAPPEAR_SECONDS
         self.apdus = 0
 
     @property
     def present(self) -> bool:
-        thread = self._thread
-        return thread is not None and thread.is_alive()
+        return self._thread is not None and not self._closed.is_set()
 
     def tap(self, timeout: float = 10.0) -> None:
         """Bring the card into the field: connect to vpcd (retrying until it listens)."""
         with self._lock:
             if self.present:
                 return
+            if self._thread is not None:
+                self._thread.join(timeout=5)  # a connection that just ended (a tear)
+                self._thread = None
+            # vpcd notices a card left only at its next presence poll; a connection made
+            # before that is never served. No real card comes back that fast anyway.
+            time.sleep(max(0.0, self._left_at + REAPPEAR_SECONDS - time.monotonic()))
             deadline = time.monotonic() + timeout
             while True:
                 try:
@@ -70,11 +79,12 @@ class VpcdCard:
                         raise
                     time.sleep(0.05)
             sock.settimeout(None)
+            self._closed = threading.Event()
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             _quickack(sock)
             self._socket = sock
             self._thread = threading.Thread(
-                target=self._serve, args=(sock,), name="vpcd-card", daemon=True
+                target=self._serve, args=(sock, self._closed), name="vpcd-card", daemon=True
             )
             self._thread.start()
 
@@ -95,7 +105,7 @@ class VpcdCard:
         processes it, or after it committed but before the answer goes out."""
         self._tear = (ins, after_commit)
 
-    def _serve(self, sock: socket.socket) -> None:
+    def _serve(self, sock: socket.socket, closed: threading.Event) -> None:
         try:
             while True:
                 header = _receive(sock, 2)
@@ -120,6 +130,8 @@ class VpcdCard:
         except OSError as error:
             log.debug("virtual card connection ended: %s", error)
         finally:
+            self._left_at = time.monotonic()
+            closed.set()
             self.card.power_reset()
             with contextlib.suppress(OSError):
                 sock.close()

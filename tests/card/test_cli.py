@@ -122,7 +122,6 @@ def tap_soon(virtual: VpcdCard, delay: float = 0.5) -> threading.Thread:
     def later() -> None:
         time.sleep(delay)
         virtual.remove()
-        time.sleep(0.6)  # let pcscd notice the card left, so the next tap is a new one
         virtual.tap()
 
     thread = threading.Thread(target=later)

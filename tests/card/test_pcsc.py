@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,11 +18,17 @@ from card_reader.errors import (
     NoCardError,
     NoReaderError,
     PcscServiceUnavailableError,
+    ReaderUnavailableError,
 )
+from card_reader.fares import GateMode, find_station
+from card_reader.hotlist import HotlistStore
+from card_reader.journal import Journal
 from card_reader.keys import SoftwareSam
 from card_reader.pcsc import PcscContext, PcscTransport, TapMonitor
+from card_reader.pcsc import _error as pcsc_error
 from card_reader.pcscd import PcscdProcess
 from card_reader.protocol import CardSession
+from card_reader.terminal import Gate
 from card_reader.transport import ApduChannel
 from card_reader.vpcd import VpcdCard
 from tests.card.conftest import AUTH_MASTER, BACK_OFFICE, VPCD_READER, new_state
@@ -199,3 +206,56 @@ def test_pcscd_going_away_and_coming_back(
         session = session_on(transport)
         session.select()
         assert session.authenticate().balance == 50_000
+
+
+@pytest.mark.parametrize(
+    ("name", "connecting", "error"),
+    [
+        ("SCARD_E_NO_SERVICE", False, PcscServiceUnavailableError),
+        ("SCARD_E_SERVICE_STOPPED", False, PcscServiceUnavailableError),
+        ("SCARD_E_READER_UNAVAILABLE", False, ReaderUnavailableError),
+        ("SCARD_E_UNKNOWN_READER", True, ReaderUnavailableError),
+        ("SCARD_E_NO_READERS_AVAILABLE", False, NoReaderError),
+        ("SCARD_W_REMOVED_CARD", False, CardRemovedError),
+        ("SCARD_W_REMOVED_CARD", True, NoCardError),
+        ("SCARD_E_NO_SMARTCARD", True, NoCardError),
+    ],
+)
+def test_pcsc_result_codes_become_named_errors(name: str, connecting: bool, error: type) -> None:
+    import smartcard.scard
+
+    mapped = pcsc_error(getattr(smartcard.scard, name), connecting=connecting)
+    assert type(mapped) is error
+    assert "0x8010" in str(mapped)
+
+
+def test_gate_tap_torn_through_pcscd_is_recovered(
+    vpcd_card: Callable[..., VpcdCard], tmp_path: Path
+) -> None:
+    card = VirtualCard(new_state(balance=20_000), MemoryStore())
+    virtual = vpcd_card(card)
+    line, station = find_station("KRL-BOGOR", "Manggarai")
+    gate = Gate(
+        "KRL-MRI-E1",
+        line,
+        station,
+        GateMode.ENTRY,
+        SoftwareSam(AUTH_MASTER),
+        Journal(tmp_path, "KRL-MRI-E1"),
+        HotlistStore(tmp_path),
+    )
+    virtual.tap()
+    with PcscContext() as context:
+        reader = context.find_reader(VPCD_READER)
+        virtual.tear_next(Ins.DEBIT, after_commit=True)
+        with PcscTransport.when_present(context, reader, timeout=5) as transport:
+            torn = gate.process(ApduChannel(transport))
+        assert (torn.opened, torn.code) == (False, "card_removed")
+        assert card.state.counter == 1 and gate.journal.stats().certificates == 0
+        virtual.tap()
+        with PcscTransport.when_present(context, reader, timeout=5) as transport:
+            retry = gate.process(ApduChannel(transport))
+    assert (retry.opened, retry.code) == (True, "repeat_tap")
+    assert gate.journal.stats().certificates == 1
+    assert card.state.counter == 1 and card.state.balance == 20_000
+    gate.journal.close()
