@@ -1,5 +1,8 @@
-"""`python -m bench <name> [args]`: run one benchmark. The last line it prints is one JSON
-object when given --json. Each benchmark is a module with `main(argv) -> int`."""
+"""`python -m bench <name> [options]`: the project's benchmarks.
+
+Each prints progress to stderr and, as its last line on stdout, one JSON object.
+Speed goals live here, never as timed assertions in tests.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +11,14 @@ import sys
 
 BENCHMARKS = {
     "gate": "bench.gate",
+    "ledger": "bench.ledger",
 }
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in BENCHMARKS:
-        print(
-            f"usage: python -m bench {{{','.join(sorted(BENCHMARKS))}}} [--json]", file=sys.stderr
-        )
+        names = ", ".join(sorted(BENCHMARKS))
+        print(f"usage: python -m bench <{names}> [options]", file=sys.stderr)
         return 2
     module = importlib.import_module(BENCHMARKS[argv[0]])
     result: int = module.main(argv[1:])

@@ -15,6 +15,7 @@ import argparse
 import json
 import secrets
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -66,7 +67,8 @@ def main(argv: list[str]) -> int:
         f"{result['taps']} taps: tap-to-decision p50 {result['tap_to_decision_ms_p50']:.2f} ms, "
         f"p99 {result['tap_to_decision_ms_p99']:.2f} ms; "
         f"{result['apdus_per_tap']:.2f} APDUs per tap; "
-        f"APDU round trip p50 {result['apdu_roundtrip_ms_p50']:.3f} ms"
+        f"APDU round trip p50 {result['apdu_roundtrip_ms_p50']:.3f} ms",
+        file=sys.stderr,
     )
     if args.json:
         print(json.dumps(result))

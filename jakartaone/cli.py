@@ -31,3 +31,7 @@ main.add_command(keys)
 main.add_command(card)
 main.add_command(gate)
 main.add_command(terminal)
+
+
+if __name__ == "__main__":
+    main()

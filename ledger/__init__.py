@@ -4,7 +4,7 @@ Start with `Ledger` (ledger.service), the request types (ledger.types), the resu
 (ledger.codes) and docs/ledger.md. This package imports nothing else of JakartaOne's.
 """
 
-from ledger.codes import AccountResultCode, BatchTooLarge, LedgerError, ResultCode
+from ledger.codes import AccountResultCode, BatchTooLargeError, LedgerError, ResultCode
 from ledger.db import make_engine, run_read, run_write
 from ledger.service import Ledger, MonotonicClock
 from ledger.types import (
@@ -33,7 +33,7 @@ __all__ = [
     "AccountResultCode",
     "AccountStatus",
     "BatchMode",
-    "BatchTooLarge",
+    "BatchTooLargeError",
     "ExpirePending",
     "Ledger",
     "LedgerError",

@@ -36,7 +36,7 @@ from sqlalchemy.engine import Connection
 
 from ledger import schema
 from ledger.codes import ResultCode
-from ledger.db import RetryTransaction, is_sqlite
+from ledger.db import AnyRow, RetryTransaction, is_sqlite
 from ledger.journal import canonical_metadata, content_hash
 from ledger.rules import request_problem
 from ledger.types import (
@@ -126,7 +126,9 @@ class Loaded:
 @dataclass(slots=True)
 class Outcome:
     applied: list[Recorded] = field(default_factory=list)
-    effects: list[dict[uuid.UUID, Deltas]] = field(default_factory=list)  # one per applied
+    # One per applied transfer: its balance effects, and the pending transfer whose
+    # reservation it makes or releases (None if it touches no pending columns).
+    effects: list[tuple[dict[uuid.UUID, Deltas], uuid.UUID | None]] = field(default_factory=list)
     needs_open: set[uuid.UUID] = field(default_factory=set)
 
 
@@ -167,7 +169,9 @@ def apply_batch(
     return [_with_record(r, in_batch, loaded.existing, seqs) for r in results]
 
 
-def _fail_linked(requests: Sequence[Request], results: list[TransferResult]) -> list[TransferResult]:
+def _fail_linked(
+    requests: Sequence[Request], results: list[TransferResult]
+) -> list[TransferResult]:
     """All or nothing: the failing request keeps its code, every other one is refused too."""
     failed_at = len(results) - 1
     failed = results[failed_at]
@@ -207,8 +211,12 @@ def _load(
     linked_ids = {r.linked_id for r in requests if isinstance(r, Transfer) and r.linked_id}
     linked = _existing_ids(conn, linked_ids) if linked_ids else set()
     account_ids = {p.account_id for r in requests if isinstance(r, Transfer) for p in r.postings}
-    account_ids |= {p.account_id for r in requests if isinstance(r, PostPending) and r.postings
-                    for p in r.postings}
+    account_ids |= {
+        p.account_id
+        for r in requests
+        if isinstance(r, PostPending) and r.postings
+        for p in r.postings
+    }
     account_ids |= {a for t in pendings.values() for a, _ in t.legs}
     accounts = _load_accounts(conn, account_ids, bounded_cache)
     return Loaded(existing, pendings, resolutions, linked, accounts)
@@ -225,7 +233,7 @@ def _load_transfers(conn: Connection, ids: set[uuid.UUID]) -> dict[uuid.UUID, Re
         .order_by(t.c.seq, p.c.leg)
     ).all()
     legs: dict[uuid.UUID, list[Leg]] = defaultdict(list)
-    first: dict[uuid.UUID, sa.Row[tuple[object, ...]]] = {}
+    first: dict[uuid.UUID, AnyRow] = {}
     for row in rows:
         first.setdefault(row.id, row)
         if row.account_id is not None:
@@ -269,9 +277,17 @@ def _load_accounts(
         return {}
     a = schema.accounts
     columns = (
-        a.c.id, a.c.currency, a.c.status, a.c.debits_must_not_exceed_credits,
-        a.c.credits_must_not_exceed_debits, a.c.max_balance, a.c.shards,
-        a.c.debits_posted, a.c.credits_posted, a.c.debits_pending, a.c.credits_pending,
+        a.c.id,
+        a.c.currency,
+        a.c.status,
+        a.c.debits_must_not_exceed_credits,
+        a.c.credits_must_not_exceed_debits,
+        a.c.max_balance,
+        a.c.shards,
+        a.c.debits_posted,
+        a.c.credits_posted,
+        a.c.debits_pending,
+        a.c.credits_pending,
     )
     found: dict[uuid.UUID, AccountRow] = {}
     if is_sqlite(conn):
@@ -297,7 +313,7 @@ def _load_accounts(
     return found
 
 
-def _account_row(row: sa.Row[tuple[object, ...]]) -> AccountRow:
+def _account_row(row: AnyRow) -> AccountRow:
     m = row._mapping
     return AccountRow(
         id=m["id"],
@@ -345,7 +361,8 @@ def _decide(
     _check_bounds(effects, loaded.accounts)
     if wanted.pending_id is not None:
         loaded.resolutions[wanted.pending_id] = wanted.phase
-    outcome.effects.append(effects)
+    reservation = wanted.pending_id or (request.id if wanted.phase is Phase.PENDING else None)
+    outcome.effects.append((effects, reservation))
     return replace(wanted, timestamp_us=clock())
 
 
@@ -357,8 +374,18 @@ def _intended(request: Request, loaded: Loaded, in_batch: dict[uuid.UUID, Record
         accounts = [loaded.accounts.get(a) for a, _ in legs]
         currency = accounts[0].currency if accounts and accounts[0] else ""
         phase = Phase.PENDING if request.pending else Phase.POSTED
-        return Recorded(request.id, request.kind, phase, currency, None, request.linked_id,
-                        request.timeout_s, meta, 0, legs)
+        return Recorded(
+            request.id,
+            request.kind,
+            phase,
+            currency,
+            None,
+            request.linked_id,
+            request.timeout_s,
+            meta,
+            0,
+            legs,
+        )
     pending = loaded.pendings.get(request.pending_id) or in_batch.get(request.pending_id)
     kind = pending.kind if pending else ""
     currency = pending.currency if pending else ""
@@ -367,8 +394,18 @@ def _intended(request: Request, loaded: Loaded, in_batch: dict[uuid.UUID, Record
             legs = pending.legs if pending else ()
         else:
             legs = tuple((p.account_id, p.signed_amount) for p in request.postings)
-        return Recorded(request.id, kind, Phase.POST_PENDING, currency, request.pending_id,
-                        None, 0, meta, 0, legs)
+        return Recorded(
+            request.id,
+            kind,
+            Phase.POST_PENDING,
+            currency,
+            request.pending_id,
+            None,
+            0,
+            meta,
+            0,
+            legs,
+        )
     phase = Phase.VOID_PENDING if isinstance(request, VoidPending) else Phase.EXPIRE_PENDING
     return Recorded(request.id, kind, phase, currency, request.pending_id, None, 0, meta, 0, ())
 
@@ -451,9 +488,7 @@ def _pending_for(
     return pending
 
 
-def _effects(
-    phase: Phase, legs: Iterable[Leg], released: Iterable[Leg]
-) -> dict[uuid.UUID, Deltas]:
+def _effects(phase: Phase, legs: Iterable[Leg], released: Iterable[Leg]) -> dict[uuid.UUID, Deltas]:
     """How a transfer changes each account's four balance columns."""
     effects: dict[uuid.UUID, Deltas] = defaultdict(Deltas)
     for account_id, amount in released:
@@ -495,7 +530,10 @@ def _check_bounds(effects: dict[uuid.UUID, Deltas], accounts: dict[uuid.UUID, Ac
             b.debits_pending + d.debits_pending,
             b.credits_pending + d.credits_pending,
         )
-        if max(new.debits_posted + new.debits_pending, new.credits_posted + new.credits_pending) > INT64_MAX:
+        if (
+            max(new.debits_posted + new.debits_pending, new.credits_posted + new.credits_pending)
+            > INT64_MAX
+        ):
             raise Refused(ResultCode.BALANCE_OVERFLOW, f"account {account_id}")
         if account.debits_must_not_exceed_credits and (
             new.debits_posted + new.debits_pending > new.credits_posted
@@ -577,30 +615,51 @@ def _transfer_row(t: Recorded) -> dict[str, object]:
 
 
 def _write_balances(
-    conn: Connection, effects: list[dict[uuid.UUID, Deltas]], accounts: dict[uuid.UUID, AccountRow]
+    conn: Connection,
+    effects: list[tuple[dict[uuid.UUID, Deltas], uuid.UUID | None]],
+    accounts: dict[uuid.UUID, AccountRow],
 ) -> None:
-    totals: dict[uuid.UUID, Deltas] = defaultdict(Deltas)
-    for effect in effects:
+    """Write the batch's net change to each balance row.
+
+    A bounded account's single row gets its new absolute values (it is locked). An
+    unbounded account's posted deltas go to one shard picked at random for this
+    transaction; its pending deltas go to the shard its pending transfer's id maps to, so
+    that a reservation and its release always meet on the same row and no shard's pending
+    column can go below zero.
+    """
+    touched_bounded: set[uuid.UUID] = set()
+    unbounded: dict[tuple[uuid.UUID, int | None], Deltas] = defaultdict(Deltas)
+    for effect, reservation in effects:
         for account_id, d in effect.items():
-            total = totals[account_id]
-            total.debits_posted += d.debits_posted
-            total.credits_posted += d.credits_posted
-            total.debits_pending += d.debits_pending
-            total.credits_pending += d.credits_pending
+            account = accounts[account_id]
+            if account.bounded:
+                touched_bounded.add(account_id)
+                continue
+            _add(unbounded[account_id, None], replace(d, debits_pending=0, credits_pending=0))
+            if reservation is not None:
+                pending_shard = reservation.int % account.shards
+                pending_part = Deltas(0, 0, d.debits_pending, d.credits_pending)
+                _add(unbounded[account_id, pending_shard], pending_part)
+    spread: dict[tuple[uuid.UUID, int], Deltas] = defaultdict(Deltas)
+    for (account_id, shard), d in unbounded.items():
+        if shard is None:
+            shard = random.randrange(accounts[account_id].shards)  # noqa: S311 - spreading only
+        _add(spread[account_id, shard], d)
+    shard_updates = sorted(
+        ((account_id, shard, d) for (account_id, shard), d in spread.items() if d != Deltas()),
+        key=lambda u: (u[0], u[1]),
+    )
     a, s = schema.accounts, schema.account_balance_shards
-    bounded_rows = []
-    shard_updates: list[tuple[uuid.UUID, int, Deltas]] = []
-    for account_id in sorted(totals):
-        account = accounts[account_id]
-        if account.bounded:
-            b = account.balance
-            bounded_rows.append({
-                "b_id": account_id, "b_dp": b.debits_posted, "b_cp": b.credits_posted,
-                "b_dpend": b.debits_pending, "b_cpend": b.credits_pending,
-            })
-        else:
-            shard = random.randrange(account.shards)  # noqa: S311 - spreading, not secrecy
-            shard_updates.append((account_id, shard, totals[account_id]))
+    bounded_rows = [
+        {
+            "b_id": account_id,
+            "b_dp": accounts[account_id].balance.debits_posted,
+            "b_cp": accounts[account_id].balance.credits_posted,
+            "b_dpend": accounts[account_id].balance.debits_pending,
+            "b_cpend": accounts[account_id].balance.credits_pending,
+        }
+        for account_id in sorted(touched_bounded)
+    ]
     if bounded_rows:
         conn.execute(
             sa.update(a)
@@ -617,24 +676,44 @@ def _write_balances(
     row0 = [_delta_params(i, d) for i, shard, d in shard_updates if shard == 0]
     rows_n = [{**_delta_params(i, d), "b_shard": shard} for i, shard, d in shard_updates if shard]
     if row0:
-        conn.execute(_increment(a, a.c.id == sa.bindparam("b_id")).values(version=a.c.version + 1), row0)
+        conn.execute(
+            _increment(a, a.c.id == sa.bindparam("b_id")).values(version=a.c.version + 1), row0
+        )
     if rows_n:
-        condition = sa.and_(s.c.account_id == sa.bindparam("b_id"), s.c.shard == sa.bindparam("b_shard"))
+        condition = sa.and_(
+            s.c.account_id == sa.bindparam("b_id"), s.c.shard == sa.bindparam("b_shard")
+        )
         conn.execute(_increment(s, condition), rows_n)
 
 
+def _add(total: Deltas, d: Deltas) -> None:
+    total.debits_posted += d.debits_posted
+    total.credits_posted += d.credits_posted
+    total.debits_pending += d.debits_pending
+    total.credits_pending += d.credits_pending
+
+
 def _delta_params(account_id: uuid.UUID, d: Deltas) -> dict[str, object]:
-    return {"b_id": account_id, "b_dp": d.debits_posted, "b_cp": d.credits_posted,
-            "b_dpend": d.debits_pending, "b_cpend": d.credits_pending}
+    return {
+        "b_id": account_id,
+        "b_dp": d.debits_posted,
+        "b_cp": d.credits_posted,
+        "b_dpend": d.debits_pending,
+        "b_cpend": d.credits_pending,
+    }
 
 
 def _increment(table: sa.Table, condition: sa.ColumnElement[bool]) -> sa.Update:
     c = table.c
-    return sa.update(table).where(condition).values(
-        debits_posted=c.debits_posted + sa.bindparam("b_dp"),
-        credits_posted=c.credits_posted + sa.bindparam("b_cp"),
-        debits_pending=c.debits_pending + sa.bindparam("b_dpend"),
-        credits_pending=c.credits_pending + sa.bindparam("b_cpend"),
+    return (
+        sa.update(table)
+        .where(condition)
+        .values(
+            debits_posted=c.debits_posted + sa.bindparam("b_dp"),
+            credits_posted=c.credits_posted + sa.bindparam("b_cp"),
+            debits_pending=c.debits_pending + sa.bindparam("b_dpend"),
+            credits_pending=c.credits_pending + sa.bindparam("b_cpend"),
+        )
     )
 
 

@@ -114,5 +114,5 @@ class LedgerError(Exception):
         super().__init__(f"{code.value}: {detail}" if detail else code.value)
 
 
-class BatchTooLarge(ValueError):
+class BatchTooLargeError(ValueError):
     """A batch holds more requests than `MAX_BATCH_SIZE`; nothing was applied."""

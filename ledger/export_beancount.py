@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ledger import queries, schema
+from ledger.db import AnyRow
 from ledger.types import AccountKind, AccountStatus
 
 WIB = dt.timezone(dt.timedelta(hours=7), "WIB")
@@ -75,7 +76,8 @@ def export(conn: Connection, out: TextIO) -> int:
         written += 1
     check_day = last_day + dt.timedelta(days=1)
     for a in sorted(accounts.values(), key=lambda a: names[a.id]):
-        out.write(f"{check_day} balance {names[a.id]}  {a.debits_posted - a.credits_posted} {a.currency}\n")
+        net = a.debits_posted - a.credits_posted
+        out.write(f"{check_day} balance {names[a.id]}  {net} {a.currency}\n")
     for a in accounts.values():
         if a.status is AccountStatus.CLOSED:
             out.write(f"{check_day} close {names[a.id]}\n")
@@ -87,13 +89,21 @@ def _transfers(
 ) -> Iterator[tuple[int, uuid.UUID, str, str, int, list[tuple[uuid.UUID, int, str]]]]:
     t, p = schema.transfers, schema.postings
     rows = conn.execute(
-        sa.select(t.c.seq, t.c.id, t.c.kind, t.c.phase, t.c.timestamp_us,
-                  p.c.account_id, p.c.amount, p.c.currency)
+        sa.select(
+            t.c.seq,
+            t.c.id,
+            t.c.kind,
+            t.c.phase,
+            t.c.timestamp_us,
+            p.c.account_id,
+            p.c.amount,
+            p.c.currency,
+        )
         .select_from(t.outerjoin(p, p.c.transfer_id == t.c.id))
         .order_by(t.c.seq, p.c.leg)
         .execution_options(yield_per=20_000)
     )
-    current: sa.Row[tuple[object, ...]] | None = None
+    current: AnyRow | None = None
     legs: list[tuple[uuid.UUID, int, str]] = []
     for row in rows:
         if current is not None and row.seq != current.seq:

@@ -26,7 +26,7 @@ import struct
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -182,16 +182,16 @@ def seal(conn: Connection, now_us: int, horizon: int) -> Block | None:
         return None
     prev_hash = previous.block_hash if previous else GENESIS_HASH
     block_no = (previous.block_no if previous else 0) + 1
-    fields = dict(
+    first_seq = after + 1
+    digest = block_hash(
         block_no=block_no,
-        first_seq=after + 1,
+        first_seq=first_seq,
         last_seq=horizon,
         transfer_count=count,
+        root=root,
         prev_hash=prev_hash,
         sealed_at_us=now_us,
     )
-    digest = block_hash(root=root, **fields)
-    conn.execute(
-        sa.insert(schema.journal_blocks).values(transfers_root=root, block_hash=digest, **fields)
-    )
-    return Block(transfers_root=root, block_hash=digest, **fields)
+    block = Block(block_no, first_seq, horizon, count, root, prev_hash, digest, now_us)
+    conn.execute(sa.insert(schema.journal_blocks).values(**asdict(block)))
+    return block

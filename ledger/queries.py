@@ -14,11 +14,13 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ledger import schema
+from ledger.db import AnyRow
 from ledger.types import (
     Account,
     AccountKind,
@@ -66,7 +68,7 @@ def accounts_by_id(conn: Connection, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID
     return {row.id: _account(row) for row in rows}
 
 
-def _account(row: sa.Row[tuple[object, ...]]) -> Account:
+def _account(row: AnyRow) -> Account:
     m = row._mapping
     return Account(
         id=m["id"],
@@ -98,13 +100,15 @@ def balances_from_postings(
     t, p = schema.transfers, schema.postings
     r = schema.transfers.alias("resolution")
     seq_ok = t.c.seq <= as_of_seq if as_of_seq is not None else sa.true()
-    resolved_by_then = sa.and_(r.c.pending_id == t.c.id, r.c.seq <= as_of_seq) if (
-        as_of_seq is not None
-    ) else r.c.pending_id == t.c.id
+    resolved_by_then = (
+        sa.and_(r.c.pending_id == t.c.id, r.c.seq <= as_of_seq)
+        if (as_of_seq is not None)
+        else r.c.pending_id == t.c.id
+    )
     moves_posted = t.c.phase.in_(_MOVES_POSTED)
     open_pending = sa.and_(t.c.phase == "pending", r.c.id.is_(None))
 
-    def total(condition: sa.ColumnElement[bool], value: sa.ColumnElement[int]) -> sa.Label[int]:
+    def total(condition: sa.ColumnElement[bool], value: sa.ColumnElement[int]) -> Any:
         return sa.func.coalesce(sa.func.sum(sa.case((condition, value), else_=0)), 0)
 
     query = (
@@ -137,27 +141,44 @@ def statement(
     t, p = schema.transfers, schema.postings
     r = schema.transfers.alias("resolution")
     own = (
-        sa.select(t.c.seq, t.c.id, t.c.kind, t.c.phase, t.c.timestamp_us,
-                  p.c.amount.label("amount"), sa.literal(0).label("released"))
+        sa.select(
+            t.c.seq,
+            t.c.id,
+            t.c.kind,
+            t.c.phase,
+            t.c.timestamp_us,
+            p.c.amount.label("amount"),
+            sa.literal(0).label("released"),
+        )
         .select_from(p.join(t, t.c.id == p.c.transfer_id))
         .where(p.c.account_id == account_id, t.c.seq > after_seq)
     )
     releases = (
-        sa.select(r.c.seq, r.c.id, r.c.kind, r.c.phase, r.c.timestamp_us,
-                  sa.literal(0).label("amount"), p.c.amount.label("released"))
+        sa.select(
+            r.c.seq,
+            r.c.id,
+            r.c.kind,
+            r.c.phase,
+            r.c.timestamp_us,
+            sa.literal(0).label("amount"),
+            p.c.amount.label("released"),
+        )
         .select_from(p.join(r, r.c.pending_id == p.c.transfer_id))
         .where(p.c.account_id == account_id, r.c.seq > after_seq)
     )
     union = sa.union_all(own, releases).subquery()
-    seqs = (
-        sa.select(union.c.seq).distinct().order_by(union.c.seq).limit(limit).subquery()
-    )
+    seqs = sa.select(union.c.seq).distinct().order_by(union.c.seq).limit(limit).subquery()
     rows = conn.execute(
         sa.select(union).where(union.c.seq.in_(sa.select(seqs.c.seq))).order_by(union.c.seq)
     ).all()
-    dp, cp, dpend, cpend = start.debits_posted, start.credits_posted, start.debits_pending, start.credits_pending
+    dp, cp, dpend, cpend = (
+        start.debits_posted,
+        start.credits_posted,
+        start.debits_pending,
+        start.credits_pending,
+    )
     lines: list[StatementLine] = []
-    by_seq: dict[int, list[sa.Row[tuple[object, ...]]]] = defaultdict(list)
+    by_seq: dict[int, list[AnyRow]] = defaultdict(list)
     for row in rows:
         by_seq[row.seq].append(row)
     for seq, parts in by_seq.items():
@@ -177,8 +198,9 @@ def statement(
             elif phase is Phase.PENDING:
                 dpend, cpend = (dpend + value, cpend) if value > 0 else (dpend, cpend - value)
         lines.append(
-            StatementLine(seq, first.id, first.kind, phase, first.timestamp_us, amount,
-                          dp, cp, dpend, cpend)
+            StatementLine(
+                seq, first.id, first.kind, phase, first.timestamp_us, amount, dp, cp, dpend, cpend
+            )
         )
     return lines
 

@@ -16,8 +16,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from ledger import journal, queries, schema
 from ledger.batch import apply_batch
-from ledger.codes import AccountResultCode, BatchTooLarge, LedgerError
-from ledger.db import run_read, run_write
+from ledger.codes import AccountResultCode, BatchTooLargeError, LedgerError
+from ledger.db import AnyRow, run_read, run_write
 from ledger.rules import account_problem
 from ledger.types import (
     MAX_BATCH_SIZE,
@@ -65,7 +65,7 @@ class Ledger:
     def create_accounts(self, accounts: Sequence[NewAccount]) -> list[AccountResult]:
         """Create accounts; an identical re-creation answers `exists`."""
         if len(accounts) > MAX_BATCH_SIZE:
-            raise BatchTooLarge(f"{len(accounts)} accounts; at most {MAX_BATCH_SIZE}")
+            raise BatchTooLargeError(f"{len(accounts)} accounts; at most {MAX_BATCH_SIZE}")
         return run_write(self.engine, lambda conn: self._create_accounts(conn, accounts))
 
     def create_account(self, account: NewAccount) -> None:
@@ -78,9 +78,11 @@ class Ledger:
     ) -> list[AccountResult]:
         a = schema.accounts
         ids = {acc.id for acc in accounts}
-        existing = {
-            row.id: row for row in conn.execute(sa.select(a).where(a.c.id.in_(ids)))
-        } if ids else {}
+        existing = (
+            {row.id: row for row in conn.execute(sa.select(a).where(a.c.id.in_(ids)))}
+            if ids
+            else {}
+        )
         results, rows, shard_rows = [], [], []
         created: dict[uuid.UUID, NewAccount] = {}
         for acc in accounts:
@@ -96,14 +98,21 @@ class Ledger:
                 results.append(AccountResult(acc.id, code))
                 continue
             created[acc.id] = acc
-            rows.append({
-                "id": acc.id, "kind": acc.kind.value, "currency": acc.currency,
-                "debits_must_not_exceed_credits": acc.debits_must_not_exceed_credits,
-                "credits_must_not_exceed_debits": acc.credits_must_not_exceed_debits,
-                "max_balance": acc.max_balance, "shards": acc.shards, "name": acc.name,
-                "status": AccountStatus.OPEN.value, "version": 0,
-                "created_at_us": self.clock(),
-            })
+            rows.append(
+                {
+                    "id": acc.id,
+                    "kind": acc.kind.value,
+                    "currency": acc.currency,
+                    "debits_must_not_exceed_credits": acc.debits_must_not_exceed_credits,
+                    "credits_must_not_exceed_debits": acc.credits_must_not_exceed_debits,
+                    "max_balance": acc.max_balance,
+                    "shards": acc.shards,
+                    "name": acc.name,
+                    "status": AccountStatus.OPEN.value,
+                    "version": 0,
+                    "created_at_us": self.clock(),
+                }
+            )
             shard_rows += [{"account_id": acc.id, "shard": k} for k in range(1, acc.shards)]
             results.append(AccountResult(acc.id, AccountResultCode.OK))
         if rows:
@@ -128,7 +137,8 @@ class Ledger:
             raise LedgerError(AccountResultCode.ACCOUNT_NOT_EMPTY, str(account_id))
         a = schema.accounts
         conn.execute(
-            sa.update(a).where(a.c.id == account_id)
+            sa.update(a)
+            .where(a.c.id == account_id)
             .values(status=status.value, version=a.c.version + 1)
         )
 
@@ -151,7 +161,8 @@ class Ledger:
             raise LedgerError(AccountResultCode.MAX_BALANCE_BELOW_BALANCE, f"holds {held}")
         a = schema.accounts
         conn.execute(
-            sa.update(a).where(a.c.id == account_id)
+            sa.update(a)
+            .where(a.c.id == account_id)
             .values(max_balance=max_balance, version=a.c.version + 1)
         )
 
@@ -162,8 +173,10 @@ class Ledger:
         if found.first() is None:
             raise LedgerError(AccountResultCode.ACCOUNT_NOT_FOUND, str(account_id))
         conn.execute(
-            sa.select(s.c.shard).where(s.c.account_id == account_id)
-            .order_by(s.c.shard).with_for_update()
+            sa.select(s.c.shard)
+            .where(s.c.account_id == account_id)
+            .order_by(s.c.shard)
+            .with_for_update()
         ).all()
         return queries.accounts_by_id(conn, [account_id])[account_id]
 
@@ -180,7 +193,7 @@ class Ledger:
     ) -> list[TransferResult]:
         """Apply a batch in one transaction; one result per request, in order."""
         if len(requests) > MAX_BATCH_SIZE:
-            raise BatchTooLarge(f"{len(requests)} requests; at most {MAX_BATCH_SIZE}")
+            raise BatchTooLargeError(f"{len(requests)} requests; at most {MAX_BATCH_SIZE}")
         if not requests:
             return []
         return run_write(
@@ -194,7 +207,7 @@ class Ledger:
         """Like `submit`, inside a write transaction the caller runs (via `db.run_write`),
         so that a service can commit its own rows together with the transfers."""
         if len(requests) > MAX_BATCH_SIZE:
-            raise BatchTooLarge(f"{len(requests)} requests; at most {MAX_BATCH_SIZE}")
+            raise BatchTooLargeError(f"{len(requests)} requests; at most {MAX_BATCH_SIZE}")
         return apply_batch(conn, requests, mode, self.clock, self._bounded)
 
     def transfer(self, request: Request) -> TransferResult:
@@ -251,7 +264,7 @@ class Ledger:
 
 
 def _account_difference(
-    wanted: NewAccount, prior: sa.Row[tuple[object, ...]] | None, before: NewAccount | None
+    wanted: NewAccount, prior: AnyRow | None, before: NewAccount | None
 ) -> AccountResultCode | None:
     if before is not None:
         have = before

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ledger import journal, queries, schema
-from ledger.db import is_sqlite
+from ledger.db import AnyRow, is_sqlite
 
 
 class Check(StrEnum):
@@ -80,8 +80,9 @@ def _balanced_transfers(conn: Connection) -> Iterator[Violation]:
     total = sa.func.coalesce(sa.func.sum(p.c.amount), 0)
     foreign = sa.func.sum(sa.case((p.c.currency != t.c.currency, 1), else_=0))
     rows = conn.execute(
-        sa.select(t.c.id, t.c.phase, legs.label("legs"), total.label("total"),
-                  foreign.label("foreign"))
+        sa.select(
+            t.c.id, t.c.phase, legs.label("legs"), total.label("total"), foreign.label("foreign")
+        )
         .select_from(t.outerjoin(p, p.c.transfer_id == t.c.id))
         .group_by(t.c.id, t.c.phase)
     )
@@ -94,21 +95,24 @@ def _balanced_transfers(conn: Connection) -> Iterator[Violation]:
         if row.foreign:
             yield Violation(Check.POSTING_CURRENCY_MISMATCH, f"transfer {row.id}")
     orphans = conn.execute(
-        sa.select(p.c.transfer_id).distinct()
-        .where(~sa.exists().where(t.c.id == p.c.transfer_id))
+        sa.select(p.c.transfer_id).distinct().where(~sa.exists().where(t.c.id == p.c.transfer_id))
     )
     for (transfer_id,) in orphans:
         yield Violation(Check.TRANSFER_LEGS_INVALID, f"postings of missing transfer {transfer_id}")
 
 
 def _bounds(conn: Connection) -> Iterator[Violation]:
-    accounts = queries.accounts_by_id(
-        conn, conn.execute(sa.select(schema.accounts.c.id)).scalars()
-    )
+    accounts = queries.accounts_by_id(conn, conn.execute(sa.select(schema.accounts.c.id)).scalars())
     for a in accounts.values():
-        if a.debits_must_not_exceed_credits and a.debits_posted + a.debits_pending > a.credits_posted:
+        if (
+            a.debits_must_not_exceed_credits
+            and a.debits_posted + a.debits_pending > a.credits_posted
+        ):
             yield Violation(Check.BOUND_EXCEEDED, f"account {a.id}: debits exceed credits")
-        if a.credits_must_not_exceed_debits and a.credits_posted + a.credits_pending > a.debits_posted:
+        if (
+            a.credits_must_not_exceed_debits
+            and a.credits_posted + a.credits_pending > a.debits_posted
+        ):
             yield Violation(Check.BOUND_EXCEEDED, f"account {a.id}: credits exceed debits")
         if a.max_balance is not None:
             held = (
@@ -131,8 +135,10 @@ def _pending_resolutions(conn: Connection) -> Iterator[Violation]:
     t, p = schema.transfers, schema.postings
     pt = schema.transfers.alias("pending")
     twice = conn.execute(
-        sa.select(t.c.pending_id).where(t.c.pending_id.is_not(None))
-        .group_by(t.c.pending_id).having(sa.func.count() > 1)
+        sa.select(t.c.pending_id)
+        .where(t.c.pending_id.is_not(None))
+        .group_by(t.c.pending_id)
+        .having(sa.func.count() > 1)
     )
     for (pending_id,) in twice:
         yield Violation(Check.PENDING_RESOLVED_TWICE, f"pending transfer {pending_id}")
@@ -158,7 +164,8 @@ def _pending_resolutions(conn: Connection) -> Iterator[Violation]:
         yield Violation(Check.RESOLUTION_INVALID, f"{row.phase} {row.id}")
     pp = schema.postings.alias("pending_leg")
     over = conn.execute(
-        sa.select(t.c.id).distinct()
+        sa.select(t.c.id)
+        .distinct()
         .select_from(
             t.join(p, p.c.transfer_id == t.c.id).outerjoin(
                 pp, sa.and_(pp.c.transfer_id == t.c.pending_id, pp.c.account_id == p.c.account_id)
@@ -179,28 +186,40 @@ def _pending_resolutions(conn: Connection) -> Iterator[Violation]:
 
 EXPECTED_GUARDS = {
     "sqlite": {
-        "trg_transfers_no_update", "trg_transfers_no_delete", "trg_postings_no_update",
-        "trg_postings_no_delete", "trg_journal_blocks_no_update", "trg_journal_blocks_no_delete",
-        "trg_postings_before_transfer", "trg_transfers_balanced",
+        "trg_transfers_no_update",
+        "trg_transfers_no_delete",
+        "trg_postings_no_update",
+        "trg_postings_no_delete",
+        "trg_journal_blocks_no_update",
+        "trg_journal_blocks_no_delete",
+        "trg_postings_before_transfer",
+        "trg_transfers_balanced",
     },
     "postgresql": {
-        "trg_transfers_append_only", "trg_postings_append_only", "trg_journal_blocks_append_only",
-        "trg_transfers_no_truncate", "trg_postings_no_truncate", "trg_journal_blocks_no_truncate",
-        "trg_postings_before_transfer", "trg_transfers_balanced",
+        "trg_transfers_append_only",
+        "trg_postings_append_only",
+        "trg_journal_blocks_append_only",
+        "trg_transfers_no_truncate",
+        "trg_postings_no_truncate",
+        "trg_journal_blocks_no_truncate",
+        "trg_postings_before_transfer",
+        "trg_transfers_balanced",
     },
 }
 
 
 def _guards(conn: Connection) -> Iterator[Violation]:
     if is_sqlite(conn):
-        present = set(conn.exec_driver_sql(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger'"
-        ).scalars())
+        present = set(
+            conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'").scalars()
+        )
         expected = EXPECTED_GUARDS["sqlite"]
     else:
-        present = set(conn.exec_driver_sql(
-            "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgenabled <> 'D'"
-        ).scalars())
+        present = set(
+            conn.exec_driver_sql(
+                "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgenabled <> 'D'"
+            ).scalars()
+        )
         expected = EXPECTED_GUARDS["postgresql"]
     for name in sorted(expected - present):
         yield Violation(Check.GUARD_MISSING, f"trigger {name} is missing or disabled")
@@ -209,13 +228,19 @@ def _guards(conn: Connection) -> Iterator[Violation]:
 def _journal(conn: Connection, violations: list[Violation]) -> tuple[int, int, int]:
     """Recompute every hash and block; returns (transfers, sealed through seq, unsealed)."""
     b = schema.journal_blocks
-    blocks = [journal.Block(**row._mapping) for row in conn.execute(sa.select(b).order_by(b.c.block_no))]
+    blocks = [
+        journal.Block(**row._mapping) for row in conn.execute(sa.select(b).order_by(b.c.block_no))
+    ]
     prev_hash, prev_last, prev_no = journal.GENESIS_HASH, 0, 0
     for block in blocks:
         expected = journal.block_hash(
-            block_no=block.block_no, first_seq=block.first_seq, last_seq=block.last_seq,
-            transfer_count=block.transfer_count, root=block.transfers_root,
-            prev_hash=block.prev_hash, sealed_at_us=block.sealed_at_us,
+            block_no=block.block_no,
+            first_seq=block.first_seq,
+            last_seq=block.last_seq,
+            transfer_count=block.transfer_count,
+            root=block.transfers_root,
+            prev_hash=block.prev_hash,
+            sealed_at_us=block.sealed_at_us,
         )
         if (
             block.prev_hash != prev_hash
@@ -243,11 +268,13 @@ def _journal(conn: Connection, violations: list[Violation]) -> tuple[int, int, i
     for block in blocks:
         root, n = journal.transfers_root(per_block.get(block.block_no, []))
         if root != block.transfers_root or n != block.transfer_count:
-            violations.append(Violation(
-                Check.BLOCK_ROOT_MISMATCH,
-                f"block {block.block_no} (seq {block.first_seq}-{block.last_seq}):"
-                f" {n} transfers found, {block.transfer_count} sealed",
-            ))
+            violations.append(
+                Violation(
+                    Check.BLOCK_ROOT_MISMATCH,
+                    f"block {block.block_no} (seq {block.first_seq}-{block.last_seq}):"
+                    f" {n} transfers found, {block.transfer_count} sealed",
+                )
+            )
     return count, sealed_through, unsealed
 
 
@@ -287,12 +314,19 @@ def _hashed_transfers(conn: Connection) -> Iterator[tuple[int, bytes, bytes]]:
         yield _rehash(current, legs)
 
 
-def _rehash(row: sa.Row[tuple[object, ...]], legs: list[tuple[int, uuid.UUID, int]]) -> tuple[int, bytes, bytes]:
+def _rehash(row: AnyRow, legs: list[tuple[int, uuid.UUID, int]]) -> tuple[int, bytes, bytes]:
     m = row._mapping
     digest = journal.content_hash(
-        id=m["id"], kind=m["kind"], phase=m["phase"], currency=m["currency"],
-        pending_id=m["pending_id"], linked_id=m["linked_id"], timeout_s=m["timeout_s"],
-        metadata_json=m["metadata"], timestamp_us=m["timestamp_us"], postings=legs,
+        id=m["id"],
+        kind=m["kind"],
+        phase=m["phase"],
+        currency=m["currency"],
+        pending_id=m["pending_id"],
+        linked_id=m["linked_id"],
+        timeout_s=m["timeout_s"],
+        metadata_json=m["metadata"],
+        timestamp_us=m["timestamp_us"],
+        postings=legs,
     )
     return m["seq"], bytes(m["content_hash"]), digest
 
@@ -304,14 +338,21 @@ def _balances(conn: Connection) -> Iterator[Violation]:
     zero = queries.Balances()
     per_currency: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for account_id, account in stored.items():
-        have = queries.Balances(account.debits_posted, account.credits_posted,
-                                account.debits_pending, account.credits_pending)
+        have = queries.Balances(
+            account.debits_posted,
+            account.credits_posted,
+            account.debits_pending,
+            account.credits_pending,
+        )
         want = derived.get(account_id, zero)
         if have != want:
-            yield Violation(Check.BALANCE_MISMATCH, f"account {account_id}: stored {have}, postings {want}")
+            yield Violation(
+                Check.BALANCE_MISMATCH, f"account {account_id}: stored {have}, postings {want}"
+            )
         totals = per_currency[account.currency]
-        for i, value in enumerate((have.debits_posted, have.credits_posted,
-                                   have.debits_pending, have.credits_pending)):
+        for i, value in enumerate(
+            (have.debits_posted, have.credits_posted, have.debits_pending, have.credits_pending)
+        ):
             totals[i] += value
     for account_id in derived.keys() - stored.keys():
         yield Violation(Check.BALANCE_MISMATCH, f"postings name unknown account {account_id}")
