@@ -240,10 +240,18 @@ class _Reader:
         try:
             return self.monitor.wait_for_tap(timeout)
         except PcscServiceUnavailableError as error:
-            log.warning("PC/SC unavailable (%s); retrying", error.detail)
+            log.warning("PC/SC unavailable (%s); retrying in 2 s", error.detail)
             self.close_context()
-            time.sleep(min(timeout, 2.0))
+            time.sleep(2.0)
             return None
+
+    def check(self, reader_filter: str | None) -> None:
+        """Say clearly, once at start, if there is no service or no such reader yet."""
+        try:
+            with PcscContext() as context:
+                context.find_reader(reader_filter)
+        except CardReaderError as error:
+            log.warning("%s; waiting for it", error)
 
     def connect(self, reader: str) -> PcscTransport:
         if self._context is None:
@@ -270,6 +278,7 @@ def _serve_taps(
     """Process taps until `max_taps` (or `timeout` seconds without one). Returns how many
     opened."""
     reader = _Reader(reader_filter)
+    reader.check(reader_filter)
     processed = opened = 0
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
