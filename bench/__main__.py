@@ -10,6 +10,7 @@ import importlib
 import sys
 
 BENCHMARKS = {
+    "gate": "bench.gate",
     "ledger": "bench.ledger",
 }
 
