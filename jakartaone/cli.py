@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from card_reader.cli import card, gate, keys, terminal
+from jakartaone.demo import demo
 from jakartaone.ledger_commands import db, ledger
 from jakartaone.settings import Settings
 
@@ -26,6 +27,7 @@ def main(ctx: click.Context, database_url: str | None) -> None:
 
 
 main.add_command(db)
+main.add_command(demo)
 main.add_command(ledger)
 main.add_command(keys)
 main.add_command(card)
