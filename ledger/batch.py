@@ -298,11 +298,19 @@ def _recorded(rows: list[tuple[Any, ...]]) -> dict[uuid.UUID, Recorded]:
     }
 
 
+_STATUSES = {status.value: status for status in AccountStatus}
+
+
+def _uuid_order(value: uuid.UUID) -> int:
+    """The database's order of uuids (bytewise), computed without UUID.__lt__."""
+    return value.int
+
+
 def _account_row(row: tuple[Any, ...]) -> AccountRow:
     return AccountRow(
         id=row[0],
         currency=row[1],
-        status=AccountStatus(row[2]),
+        status=_STATUSES[row[2]],
         debits_must_not_exceed_credits=row[3],
         credits_must_not_exceed_debits=row[4],
         max_balance=row[5],
@@ -561,7 +569,7 @@ def _write(store: Store, outcome: Outcome, loaded: Loaded) -> dict[uuid.UUID, in
         ],
         bounded=bounded,
         shard_deltas=shard_deltas,
-        recheck=sorted(outcome.needs_open),
+        recheck=sorted(outcome.needs_open, key=_uuid_order),
         transfers=[_transfer_row(t) for t in applied],
     )
     seqs, statuses = store.write(writes)
@@ -622,7 +630,7 @@ def _balance_writes(
         _add(spread[account_id, shard], d)
     shard_deltas = [
         (account_id, shard, d.debits_posted, d.credits_posted, d.debits_pending, d.credits_pending)
-        for (account_id, shard), d in sorted(spread.items(), key=lambda item: item[0])
+        for (account_id, shard), d in sorted(spread.items(), key=lambda i: (i[0][0].int, i[0][1]))
         if d != Deltas()
     ]
     bounded = [
@@ -633,7 +641,7 @@ def _balance_writes(
             accounts[account_id].balance.debits_pending,
             accounts[account_id].balance.credits_pending,
         )
-        for account_id in sorted(touched_bounded)
+        for account_id in sorted(touched_bounded, key=_uuid_order)
     ]
     return bounded, shard_deltas
 

@@ -36,6 +36,7 @@ from ledger import schema
 from ledger.db import is_sqlite
 
 GENESIS_HASH = bytes(32)
+NO_ID = bytes(16)  # stands for an absent pending_id or linked_id
 _WAIT_FOR_WRITERS_S = 30.0
 
 
@@ -60,21 +61,25 @@ def content_hash(
     postings: Sequence[tuple[int, uuid.UUID, int]],
 ) -> bytes:
     """SHA-256 of a transfer's canonical encoding; `postings` are (leg, account_id, amount)."""
-    h = hashlib.sha256()
-    h.update(b"jakartaone.transfer.v1\x00")
-    h.update(id.bytes)
-    for text in (kind, phase, currency):
-        encoded = text.encode()
-        h.update(struct.pack(">H", len(encoded)) + encoded)
-    h.update((pending_id or uuid.UUID(int=0)).bytes)
-    h.update((linked_id or uuid.UUID(int=0)).bytes)
-    h.update(struct.pack(">qq", timeout_s, timestamp_us))
+    texts = [t.encode() for t in (kind, phase, currency)]
     meta = metadata_json.encode()
-    h.update(struct.pack(">I", len(meta)) + meta)
-    h.update(struct.pack(">H", len(postings)))
-    for leg, account_id, amount in sorted(postings):
-        h.update(struct.pack(">H", leg) + account_id.bytes + struct.pack(">q", amount))
-    return h.digest()
+    parts = [
+        b"jakartaone.transfer.v1\x00",
+        id.bytes,
+        *(struct.pack(">H", len(t)) + t for t in texts),
+        pending_id.bytes if pending_id else NO_ID,
+        linked_id.bytes if linked_id else NO_ID,
+        struct.pack(">qqI", timeout_s, timestamp_us, len(meta)),
+        meta,
+        struct.pack(">H", len(postings)),
+    ]
+    for leg, account_id, amount in sorted(postings, key=_leg_number):
+        parts.append(struct.pack(">H", leg) + account_id.bytes + struct.pack(">q", amount))
+    return hashlib.sha256(b"".join(parts)).digest()
+
+
+def _leg_number(posting: tuple[int, uuid.UUID, int]) -> int:
+    return posting[0]
 
 
 def transfers_root(entries: Iterable[tuple[int, bytes]]) -> tuple[bytes, int]:
