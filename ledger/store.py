@@ -118,34 +118,33 @@ class PostgresStore:
         return json.loads(row[0])
 
     def read(self, reads: Reads) -> Found:
+        # Ids come back as the text we sent; map them to the caller's own UUID objects
+        # rather than parsing them again (cheaper, and dictionary lookups hit identity).
+        known: dict[str, uuid.UUID] = {}
+
+        def texts(ids: Collection[uuid.UUID]) -> list[str]:
+            out = []
+            for value in ids:
+                text = str(value)
+                known[text] = value
+                out.append(text)
+            return out
+
         found = self._call(
             "ledger_read",
             {
-                "transfers": [str(i) for i in reads.transfers],
-                "resolutions": [str(i) for i in reads.resolutions],
-                "accounts": [str(i) for i in reads.accounts],
-                "locked_accounts": [str(i) for i in reads.locked_accounts],
+                "transfers": texts(reads.transfers),
+                "resolutions": texts(reads.resolutions),
+                "accounts": texts(reads.accounts),
+                "locked_accounts": texts(reads.locked_accounts),
             },
         )
-        transfers = [
-            (
-                r[0],
-                uuid.UUID(r[1]),
-                *r[2:5],
-                _uuid(r[5]),
-                _uuid(r[6]),
-                *r[7:11],
-                _uuid(r[11]),
-                r[12],
-            )
-            for r in found["transfers"]
-        ]
-        resolutions = [(uuid.UUID(r[0]), r[1]) for r in found["resolutions"]]
-        accounts = [(uuid.UUID(r[0]), *r[1:]) for r in found["accounts"]]
+        transfers = [_transfer_row(r, known) for r in found["transfers"]]
+        resolutions = [(known[r[0]], r[1]) for r in found["resolutions"]]
+        accounts = [(known[r[0]], *r[1:]) for r in found["accounts"]]
         return Found(transfers, resolutions, accounts)
 
     def write(self, writes: Writes) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, str]]:
-        ids = {str(t[0]): t[0] for t in writes.transfers}
         done = self._call(
             "ledger_write",
             {
@@ -156,8 +155,10 @@ class PostgresStore:
                 "transfers": [(*t[:9], t[9].hex()) for t in writes.transfers],
             },
         )
+        ids = {str(t[0]): t[0] for t in writes.transfers}
+        rechecked = {str(a): a for a in writes.recheck}
         seqs = {ids[tid]: seq for tid, seq in done["seqs"]}
-        statuses = {uuid.UUID(aid): status for aid, status in done["statuses"]}
+        statuses = {rechecked[aid]: status for aid, status in done["statuses"]}
         return seqs, statuses
 
 
@@ -171,7 +172,8 @@ class SqliteStore:
         return [tuple(row) for row in self._db.execute(sql, (_hex_list(ids),)).fetchall()]
 
     def read(self, reads: Reads) -> Found:
-        transfers = [_transfer_row(r) for r in self._rows(SQLITE_TRANSFERS, reads.transfers)]
+        rows = self._rows(SQLITE_TRANSFERS, reads.transfers)
+        transfers = [_transfer_row(r, {}) for r in rows]
         resolutions = [
             (uuid.UUID(r[0]), r[1]) for r in self._rows(SQLITE_RESOLUTIONS, reads.resolutions)
         ]
@@ -221,9 +223,15 @@ class SqliteStore:
         return {t[0]: first + i for i, t in enumerate(writes.transfers)}, {}
 
 
-def _transfer_row(r: Sequence[Any]) -> tuple[Any, ...]:
+def _transfer_row(r: Sequence[Any], known: dict[str, uuid.UUID]) -> tuple[Any, ...]:
     """A TRANSFER_COLUMNS row with its ids as UUIDs (both stores read them as text)."""
-    return (r[0], uuid.UUID(r[1]), *r[2:5], _uuid(r[5]), _uuid(r[6]), *r[7:11], _uuid(r[11]), r[12])
+
+    def as_id(text: str | None) -> uuid.UUID | None:
+        if text is None:
+            return None
+        return known.get(text) or uuid.UUID(text)
+
+    return (r[0], as_id(r[1]), *r[2:5], as_id(r[5]), as_id(r[6]), *r[7:11], as_id(r[11]), r[12])
 
 
 def _hex(value: uuid.UUID | None) -> str | None:
@@ -232,7 +240,3 @@ def _hex(value: uuid.UUID | None) -> str | None:
 
 def _hex_list(ids: Collection[uuid.UUID]) -> str:
     return json.dumps([i.hex for i in ids])
-
-
-def _uuid(value: str | None) -> uuid.UUID | None:
-    return uuid.UUID(value) if value is not None else None
