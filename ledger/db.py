@@ -79,6 +79,11 @@ def is_sqlite(conn: Connection | Engine) -> bool:
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, RetryTransaction):
         return True
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        # The connection died (the database restarted, say). Even if it died during
+        # COMMIT, running the work again is safe: it reads before it writes, so work that
+        # did commit is found and answered as such (`exists`), never applied twice.
+        return True
     # The driver's own error, whether SQLAlchemy wrapped it or the store raised it raw.
     orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
     sqlstate = getattr(orig, "sqlstate", None)

@@ -110,12 +110,14 @@ class PostgresStore:
     travelling as JSON, which both sides encode and decode in C."""
 
     def __init__(self, conn: Connection) -> None:
-        self._pg: Any = conn.connection.driver_connection
+        self._conn = conn
 
     def _call(self, function: str, payload: dict[str, Any]) -> Any:
+        # Through SQLAlchemy's driver-level call, so that a lost connection is noticed,
+        # the pool invalidated, and the transaction retried (see db.run_write).
         text = json.dumps(payload, separators=(",", ":"), default=str)
-        row = self._pg.execute(f"SELECT {function}(%s::jsonb)::text", (text,)).fetchone()
-        return json.loads(row[0])
+        result = self._conn.exec_driver_sql(f"SELECT {function}(%s::jsonb)::text", (text,))
+        return json.loads(result.scalar_one())
 
     def read(self, reads: Reads) -> Found:
         # Ids come back as the text we sent; map them to the caller's own UUID objects

@@ -106,3 +106,23 @@ def test_concurrent_writers_keep_every_invariant(engine: Engine, database_url: s
     assert all(accounts[c].balance >= 0 for c in cards)
     report = run_read(engine, verify)
     assert report.ok, [str(v) for v in report.violations]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_lost_connection_is_retried_not_reported(engine: Engine, database_url: str) -> None:
+    """The database drops the session (a restart, a failover): the write is run again on
+    a fresh connection and the caller sees one success."""
+    fragile = make_engine(database_url, pool_pre_ping=False, pool_size=1, max_overflow=0)
+    ledger = Ledger(fragile)
+    a, b = uuid.uuid4(), uuid.uuid4()
+    ledger.create_accounts(
+        [NewAccount(a, AccountKind.SUSPENSE), NewAccount(b, AccountKind.SUSPENSE)]
+    )
+    with fragile.connect() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    with engine.connect() as admin:
+        admin.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+    transfer = Transfer.simple(uuid.uuid4(), a, b, 1_000, "test")
+    assert ledger.submit([transfer])[0].code is ResultCode.OK
+    assert ledger.get_account(b).credits_posted == 1_000  # type: ignore[union-attr]
+    fragile.dispose()
