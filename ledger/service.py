@@ -74,7 +74,7 @@ class Ledger:
         """Like `create_accounts`, inside a write transaction the caller runs (via
         `db.run_write`), so that a service can commit its own rows with the accounts."""
         if len(accounts) > MAX_BATCH_SIZE:
-            raise BatchTooLarge(f"{len(accounts)} accounts; at most {MAX_BATCH_SIZE}")
+            raise BatchTooLargeError(f"{len(accounts)} accounts; at most {MAX_BATCH_SIZE}")
         return self._create_accounts(conn, accounts)
 
     def create_account(self, account: NewAccount) -> None:

@@ -13,7 +13,7 @@ from ledger.codes import AccountResultCode
 from tests.conftest import both_backends
 
 
-class Boom(Exception):
+class BoomError(Exception):
     pass
 
 
@@ -34,9 +34,9 @@ def test_accounts_created_in_a_rolled_back_transaction_do_not_exist(engine: Engi
     def work(conn: Connection) -> None:
         results = ledger.create_accounts_in(conn, [purse(account_id)])
         assert results[0].code is AccountResultCode.OK
-        raise Boom
+        raise BoomError
 
-    with pytest.raises(Boom):
+    with pytest.raises(BoomError):
         run_write(engine, work)
     assert ledger.get_account(account_id) is None
 
@@ -55,9 +55,9 @@ def test_set_max_balance_in_commits_with_the_caller(engine: Engine) -> None:
 
     def work(conn: Connection) -> None:
         ledger.set_max_balance_in(conn, account_id, 20_000_000)
-        raise Boom
+        raise BoomError
 
-    with pytest.raises(Boom):
+    with pytest.raises(BoomError):
         run_write(engine, work)
     account = ledger.get_account(account_id)
     assert account is not None and account.max_balance == 2_000_000
