@@ -6,6 +6,7 @@ import click
 
 from jakartaone.ledger_commands import db, ledger
 from jakartaone.settings import Settings
+from merchant_api.cli import api_keys, serve
 
 
 @click.group()
@@ -26,3 +27,5 @@ def main(ctx: click.Context, database_url: str | None) -> None:
 
 main.add_command(db)
 main.add_command(ledger)
+main.add_command(serve)
+main.add_command(api_keys)
