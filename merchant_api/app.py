@@ -27,7 +27,7 @@ from openapi_ui_bundles import swagger_ui
 
 from merchant_api.auth import FailureCounter, KeyCache
 from merchant_api.context import ApiContext
-from merchant_api.controllers import onboarding, system
+from merchant_api.controllers import cards, onboarding, payments, settlements, system, webhooks
 from merchant_api.deps import DEPENDENCIES, PUBLIC
 from merchant_api.errors import PROBLEM_MEDIA_TYPE, ApiError, ErrorCode, problem_body
 from merchant_api.middleware import (
@@ -39,6 +39,7 @@ from merchant_api.middleware import (
 )
 from merchant_api.observability import DATABASE_UNAVAILABLE
 from merchant_api.ratelimit import RateLimiter
+from merchant_api.worker import BackgroundWorker
 
 log = logging.getLogger("merchant_api.errors")
 
@@ -54,6 +55,17 @@ def create_app(ctx: ApiContext) -> Litestar:
         onboarding.MerchantController,
         onboarding.TerminalController,
         onboarding.ApiKeyController,
+        cards.CardController,
+        cards.get_hotlist,
+        cards.list_card_credits,
+        payments.CardTransactionController,
+        payments.upload_gate_batch,
+        payments.LoadController,
+        payments.RefundController,
+        settlements.SettlementController,
+        settlements.PayoutController,
+        webhooks.WebhookEndpointController,
+        webhooks.EventController,
         create_static_files_router(
             path=_UI_ASSETS,
             directories=[swagger_ui.static_path],
@@ -61,8 +73,16 @@ def create_app(ctx: ApiContext) -> Litestar:
             include_in_schema=False,
         ),
     ]
+    worker = BackgroundWorker(ctx)
+
+    def start_worker() -> None:
+        if ctx.run_background:
+            worker.start()
+
     app = Litestar(
         route_handlers=route_handlers,
+        on_startup=[start_worker],
+        on_shutdown=[worker.stop],
         dependencies=DEPENDENCIES,
         middleware=[ObservabilityMiddleware, AuthMiddleware, IdempotencyMiddleware],
         exception_handlers={Exception: handle_exception},
@@ -159,7 +179,7 @@ def _database_unreachable(exc: BaseException) -> bool:
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, ApiError):
-        return _problem(request, exc.status, exc.code.value, exc.detail, exc.headers, exc.errors)
+        return _problem(request, exc.status, exc.code, exc.detail, exc.headers, exc.errors)
     if isinstance(exc, ValidationException):
         errors = [
             {"field": str(item.get("key", "")), "message": str(item.get("message", ""))}

@@ -17,6 +17,7 @@ import click
 import sqlalchemy as sa
 from litestar import Litestar
 
+from card_reader.keys import BackOfficeKeys, KeyMaterialError
 from jakartaone.settings import Settings
 from ledger import Ledger, make_engine, run_read, run_write
 from merchant_api.app import create_app
@@ -45,6 +46,17 @@ def api_engine(url: str) -> sa.engine.Engine:
 def context_from_settings(settings: Settings) -> ApiContext:
     if settings.api_secret_key is None:
         raise KeyConfigError("set JAKARTAONE_API_SECRET_KEY (hex, at least 32 bytes)")
+    if settings.certificate_master_key is None or settings.load_master_key is None:
+        raise KeyConfigError(
+            "set JAKARTAONE_CERTIFICATE_MASTER_KEY and JAKARTAONE_LOAD_MASTER_KEY (hex)"
+        )
+    try:
+        card_keys = BackOfficeKeys.from_hex(
+            settings.certificate_master_key.get_secret_value(),
+            settings.load_master_key.get_secret_value(),
+        )
+    except KeyMaterialError as exc:
+        raise KeyConfigError(f"card master keys: {exc.code}") from exc
     engine = api_engine(settings.database_url)
     ledger = Ledger(engine)
     ensure_issuer_accounts(ledger)
@@ -52,7 +64,7 @@ def context_from_settings(settings: Settings) -> ApiContext:
         engine=engine,
         ledger=ledger,
         secrets=ApiSecrets.from_hex(settings.api_secret_key.get_secret_value()),
-        card_keys=None,
+        card_keys=card_keys,
         limits=Limits(
             rate_per_second=settings.api_rate_per_second,
             rate_burst=settings.api_rate_burst,

@@ -4,10 +4,10 @@ and the limits. Built once per process by `merchant_api.app.create_app`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from card_reader.keys import BackOfficeKeys
 from ledger import Ledger
 from merchant_api.crypto import ApiSecrets
 
@@ -42,7 +42,8 @@ class ApiContext:
     engine: Engine
     ledger: Ledger
     secrets: ApiSecrets
-    card_keys: Any  # card_reader's BackOfficeKeys
+    card_keys: BackOfficeKeys
     limits: Limits = field(default_factory=Limits)
     webhook_timeout_s: float = 5.0
+    webhook_backoff_s: float = 30.0
     run_background: bool = True

@@ -47,22 +47,23 @@ class ErrorCode(StrEnum):
     CARD_REPLACED = "card_replaced"
     CARD_NOT_REGISTERED = "card_not_registered"
     CARD_ALREADY_REGISTERED = "card_already_registered"
-    # Certificates and batches.
-    CERTIFICATE_MALFORMED = "certificate_malformed"
-    CERTIFICATE_MAC_INVALID = "certificate_mac_invalid"
-    CERTIFICATE_KIND_UNEXPECTED = "certificate_kind_unexpected"
-    CERTIFICATE_TIME_INVALID = "certificate_time_invalid"
-    CARD_COUNTER_CONFLICT = "card_counter_conflict"
+    # Certificates and batches (quarantine reasons; a malformed certificate's reason is its
+    # format reason, card_reader.certificate.CertificateFormatReason).
+    MAC_INVALID = "mac_invalid"
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
+    CREDIT_WITHOUT_LOAD = "credit_without_load"
     TERMINAL_UNKNOWN = "terminal_unknown"
     TERMINAL_NOT_OWNED = "terminal_not_owned"
-    TERMINAL_RETIRED = "terminal_retired"
-    BATCH_TERMINAL_MISMATCH = "batch_terminal_mismatch"
     BATCH_SEQ_OUT_OF_RANGE = "batch_seq_out_of_range"
     BATCH_ID_MISMATCH = "batch_id_mismatch"
     BATCH_TOO_LARGE = "batch_too_large"
+    # Load confirmations (card_reader.certificate.LoadVerification).
+    NOT_A_CREDIT = "not_a_credit"
+    COUNTER_MISMATCH = "counter_mismatch"
+    AMOUNT_MISMATCH = "amount_mismatch"
+    LOAD_CARD_MISMATCH = "load_card_mismatch"
     # Loads, refunds and credits.
     LOAD_NOT_PENDING = "load_not_pending"
-    LOAD_CONFIRMATION_MISMATCH = "load_confirmation_mismatch"
     LOAD_CHANNEL_NOT_ALLOWED = "load_channel_not_allowed"
     MONTHLY_LOAD_LIMIT_EXCEEDED = "monthly_load_limit_exceeded"
     CARD_CREDIT_NOT_PENDING = "card_credit_not_pending"
@@ -86,18 +87,18 @@ class ApiError(Exception):
     def __init__(
         self,
         status: int,
-        code: Code,
+        code: Code | str,
         detail: str = "",
         *,
         headers: dict[str, str] | None = None,
         errors: list[dict[str, str]] | None = None,
     ) -> None:
         self.status = status
-        self.code = code
+        self.code: str = code.value if isinstance(code, StrEnum) else str(code)
         self.detail = detail
         self.headers = headers or {}
         self.errors = errors
-        super().__init__(f"{status} {code.value}: {detail}")
+        super().__init__(f"{status} {self.code}: {detail}")
 
 
 def not_found(what: str) -> ApiError:

@@ -137,7 +137,7 @@ card_transactions = sa.Table(
     "card_transactions",
     metadata,
     _seq(),
-    _id(),  # also the ledger transfer id of the debit (or of the load's post)
+    _id(),  # uuid5 of (card, counter): the same id for every upload of one certificate
     sa.Column("card_id", sa.Uuid, sa.ForeignKey("cards.id"), nullable=False),
     sa.Column("card_counter", sa.BigInteger, nullable=False),
     sa.Column("kind", sa.String(8), nullable=False),  # debit | credit
@@ -152,7 +152,8 @@ card_transactions = sa.Table(
     sa.Column("journey", sa.Text, nullable=True),  # the certificate's journey data, JSON
     sa.Column("mac", sa.LargeBinary, nullable=False),
     sa.Column("certificate_digest", sa.LargeBinary(32), nullable=False),
-    sa.Column("transfer_id", sa.Uuid, nullable=False, unique=True),
+    # The ledger transfer: the debit, or the load's post; NULL for a zero-amount tap-in.
+    sa.Column("transfer_id", sa.Uuid, nullable=True, unique=True),
     sa.Column("source", sa.String(16), nullable=False),  # api | gate_batch | load
     sa.Column("batch_id", sa.Uuid, nullable=True),
     sa.Column("load_id", sa.Uuid, nullable=True),
@@ -162,10 +163,11 @@ card_transactions = sa.Table(
     sa.UniqueConstraint("card_id", "card_counter", name="uq_card_transactions_card_counter"),
     sa.CheckConstraint("kind IN ('debit', 'credit')", name="kind_known"),
     sa.CheckConstraint("source IN ('api', 'gate_batch', 'load')", name="source_known"),
-    sa.CheckConstraint("amount > 0 AND balance_after >= 0 AND fee >= 0", name="amounts"),
+    sa.CheckConstraint("amount >= 0 AND balance_after >= 0 AND fee >= 0", name="amounts"),
     sa.CheckConstraint("fee <= amount", name="fee_within_amount"),
     sa.CheckConstraint("refunded_amount >= 0 AND refunded_amount <= amount", name="refunds"),
     sa.CheckConstraint("kind = 'credit' OR merchant_id IS NOT NULL", name="debit_has_merchant"),
+    sa.CheckConstraint("(transfer_id IS NULL) = (amount = 0)", name="transfer_when_value"),
 )
 sa.Index(
     "ix_card_transactions_merchant_seq", card_transactions.c.merchant_id, card_transactions.c.seq

@@ -433,7 +433,7 @@ def upgrade() -> None:
         sa.Column("journey", sa.Text(), nullable=True),
         sa.Column("mac", sa.LargeBinary(), nullable=False),
         sa.Column("certificate_digest", sa.LargeBinary(length=32), nullable=False),
-        sa.Column("transfer_id", sa.Uuid(), nullable=False),
+        sa.Column("transfer_id", sa.Uuid(), nullable=True),
         sa.Column("source", sa.String(length=16), nullable=False),
         sa.Column("batch_id", sa.Uuid(), nullable=True),
         sa.Column("load_id", sa.Uuid(), nullable=True),
@@ -452,7 +452,11 @@ def upgrade() -> None:
             name=op.f("ck_card_transactions_source_known"),
         ),
         sa.CheckConstraint(
-            "amount > 0 AND balance_after >= 0 AND fee >= 0",
+            "(transfer_id IS NULL) = (amount = 0)",
+            name=op.f("ck_card_transactions_transfer_when_value"),
+        ),
+        sa.CheckConstraint(
+            "amount >= 0 AND balance_after >= 0 AND fee >= 0",
             name=op.f("ck_card_transactions_amounts"),
         ),
         sa.CheckConstraint("fee <= amount", name=op.f("ck_card_transactions_fee_within_amount")),
