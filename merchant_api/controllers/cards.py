@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated, Literal
 
 from litestar import Controller, get, post
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from merchant_api.auth import ISSUER, TERMINAL_CALLERS, Scope
 from merchant_api.deps import Caller, Ctx, Cursor, IdempotencyKey, Limit, problems, scopes
@@ -38,7 +38,11 @@ class CardController(Controller):
         summary="Issue a card (its serial is never stored in clear)",
     )
     def issue(
-        self, data: CardIssue, ctx: Ctx, principal: Caller, idempotency_key: IdempotencyKey
+        self,
+        data: JSONBody[CardIssue],
+        ctx: Ctx,
+        principal: Caller,
+        idempotency_key: IdempotencyKey,
     ) -> Card:
         return cards.issue_card(ctx, principal, idempotency_key, data)
 
@@ -55,7 +59,7 @@ class CardController(Controller):
         limit: Limit = 10,
         starting_after: Cursor = None,
         ending_before: Cursor = None,
-        status: Literal["active", "blocked", "replaced"] | None = None,
+        status: FromQuery[Literal["active", "blocked", "replaced"] | None] = None,
     ) -> Page[Card]:
         return cards.list_cards(ctx, limit, starting_after, ending_before, status)
 
@@ -78,7 +82,9 @@ class CardController(Controller):
         sync_to_thread=True,
         summary="Register a card to its holder (its limit rises to Rp 20,000,000)",
     )
-    def register(self, card_id: FromPath[uuid.UUID], data: CardRegister, ctx: Ctx) -> Card:
+    def register(
+        self, card_id: FromPath[uuid.UUID], data: JSONBody[CardRegister], ctx: Ctx
+    ) -> Card:
         return cards.register_card(ctx, card_id, data)
 
     @post(
@@ -90,7 +96,7 @@ class CardController(Controller):
         sync_to_thread=True,
         summary="Block a card: it joins the hotlist",
     )
-    def block(self, card_id: FromPath[uuid.UUID], data: CardBlock, ctx: Ctx) -> Card:
+    def block(self, card_id: FromPath[uuid.UUID], data: JSONBody[CardBlock], ctx: Ctx) -> Card:
         return cards.block_card(ctx, card_id, data)
 
     @post(
@@ -115,7 +121,7 @@ class CardController(Controller):
     def replace(
         self,
         card_id: FromPath[uuid.UUID],
-        data: CardReplace,
+        data: JSONBody[CardReplace],
         ctx: Ctx,
         principal: Caller,
         idempotency_key: IdempotencyKey,
@@ -155,7 +161,7 @@ def list_card_credits(
     limit: Limit = 10,
     starting_after: Cursor = None,
     ending_before: Cursor = None,
-    status: Literal["pending", "loading", "loaded"] | None = "pending",
-    card_id: uuid.UUID | None = None,
+    status: FromQuery[Literal["pending", "loading", "loaded"] | None] = "pending",
+    card_id: FromQuery[uuid.UUID | None] = None,
 ) -> Page[CardCredit]:
     return cards.list_card_credits(ctx, limit, starting_after, ending_before, status, card_id)

@@ -6,7 +6,7 @@ import uuid
 from typing import Literal
 
 from litestar import Controller, get, post
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from merchant_api.auth import ISSUER, READERS
 from merchant_api.deps import Caller, Ctx, Cursor, IdempotencyKey, Limit, problems, scopes
@@ -37,7 +37,11 @@ class MerchantController(Controller):
         summary="Onboard a merchant or transit operator",
     )
     def create(
-        self, data: MerchantCreate, ctx: Ctx, principal: Caller, idempotency_key: IdempotencyKey
+        self,
+        data: JSONBody[MerchantCreate],
+        ctx: Ctx,
+        principal: Caller,
+        idempotency_key: IdempotencyKey,
     ) -> Merchant:
         return onboarding.create_merchant(ctx, principal, idempotency_key, data)
 
@@ -56,7 +60,7 @@ class MerchantController(Controller):
         limit: Limit = 10,
         starting_after: Cursor = None,
         ending_before: Cursor = None,
-        kind: Literal["merchant", "operator"] | None = None,
+        kind: FromQuery[Literal["merchant", "operator"] | None] = None,
     ) -> Page[Merchant]:
         return onboarding.list_merchants(ctx, principal, limit, starting_after, ending_before, kind)
 
@@ -80,7 +84,11 @@ class MerchantController(Controller):
         summary="Change a merchant's name, fee, status or payout account",
     )
     def update(
-        self, merchant_id: FromPath[uuid.UUID], data: MerchantUpdate, ctx: Ctx, principal: Caller
+        self,
+        merchant_id: FromPath[uuid.UUID],
+        data: JSONBody[MerchantUpdate],
+        ctx: Ctx,
+        principal: Caller,
     ) -> Merchant:
         return onboarding.update_merchant(ctx, principal, merchant_id, data)
 
@@ -109,7 +117,11 @@ class TerminalController(Controller):
         summary="Register a terminal or gate for its owner",
     )
     def create(
-        self, data: TerminalCreate, ctx: Ctx, principal: Caller, idempotency_key: IdempotencyKey
+        self,
+        data: JSONBody[TerminalCreate],
+        ctx: Ctx,
+        principal: Caller,
+        idempotency_key: IdempotencyKey,
     ) -> Terminal:
         return onboarding.create_terminal(ctx, principal, idempotency_key, data)
 
@@ -127,7 +139,7 @@ class TerminalController(Controller):
         limit: Limit = 10,
         starting_after: Cursor = None,
         ending_before: Cursor = None,
-        merchant_id: uuid.UUID | None = None,
+        merchant_id: FromQuery[uuid.UUID | None] = None,
     ) -> Page[Terminal]:
         return onboarding.list_terminals(
             ctx, principal, limit, starting_after, ending_before, merchant_id
@@ -168,7 +180,11 @@ class ApiKeyController(Controller):
         summary="Issue an API key; its secret `key` is shown in this answer only",
     )
     def create(
-        self, data: ApiKeyCreate, ctx: Ctx, principal: Caller, idempotency_key: IdempotencyKey
+        self,
+        data: JSONBody[ApiKeyCreate],
+        ctx: Ctx,
+        principal: Caller,
+        idempotency_key: IdempotencyKey,
     ) -> ApiKey:
         return onboarding.create_api_key(ctx, principal, idempotency_key, data)
 
@@ -185,7 +201,7 @@ class ApiKeyController(Controller):
         limit: Limit = 10,
         starting_after: Cursor = None,
         ending_before: Cursor = None,
-        merchant_id: uuid.UUID | None = None,
+        merchant_id: FromQuery[uuid.UUID | None] = None,
     ) -> Page[ApiKey]:
         return onboarding.list_api_keys(ctx, limit, starting_after, ending_before, merchant_id)
 

@@ -10,7 +10,7 @@ from typing import Literal
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from merchant_api.auth import OWNERS_AND_ISSUER, READERS, TERMINAL_CALLERS
 from merchant_api.deps import Caller, Ctx, Cursor, IdempotencyKey, Limit, problems, scopes
@@ -50,7 +50,7 @@ class CardTransactionController(Controller):
     )
     def create(
         self,
-        data: CertificateJson,
+        data: JSONBody[CertificateJson],
         ctx: Ctx,
         principal: Caller,
     ) -> Response[CardTransaction]:
@@ -75,11 +75,11 @@ class CardTransactionController(Controller):
         limit: Limit = 10,
         starting_after: Cursor = None,
         ending_before: Cursor = None,
-        terminal_id: uuid.UUID | None = None,
-        card_id: uuid.UUID | None = None,
-        created_gte: datetime | None = None,
-        created_lt: datetime | None = None,
-        business_date: BusinessDate | None = None,
+        terminal_id: FromQuery[uuid.UUID | None] = None,
+        card_id: FromQuery[uuid.UUID | None] = None,
+        created_gte: FromQuery[datetime | None] = None,
+        created_lt: FromQuery[datetime | None] = None,
+        business_date: FromQuery[BusinessDate | None] = None,
     ) -> Page[CardTransaction]:
         return transactions.list_transactions(
             ctx,
@@ -120,7 +120,7 @@ class CardTransactionController(Controller):
     summary="Upload a gate's journal batch (idempotent per batch_id)",
 )
 def upload_gate_batch(
-    data: GateBatch, ctx: Ctx, principal: Caller, idempotency_key: IdempotencyKey
+    data: JSONBody[GateBatch], ctx: Ctx, principal: Caller, idempotency_key: IdempotencyKey
 ) -> Response[BatchAnswer]:
     """Every certificate is answered in order: posted, duplicate, or quarantined with its
     reason. The batch is recorded whole or not at all."""
@@ -142,7 +142,11 @@ class LoadController(Controller):
         summary="Start a load: a pending transfer to the card and its load cryptogram",
     )
     def create(
-        self, data: LoadCreate, ctx: Ctx, principal: Caller, idempotency_key: IdempotencyKey
+        self,
+        data: JSONBody[LoadCreate],
+        ctx: Ctx,
+        principal: Caller,
+        idempotency_key: IdempotencyKey,
     ) -> Load:
         return loads.create_load(ctx, principal, idempotency_key, data)
 
@@ -156,7 +160,7 @@ class LoadController(Controller):
         summary="Confirm a load with the card's credit certificate",
     )
     def confirm(
-        self, load_id: FromPath[uuid.UUID], data: LoadConfirm, ctx: Ctx, principal: Caller
+        self, load_id: FromPath[uuid.UUID], data: JSONBody[LoadConfirm], ctx: Ctx, principal: Caller
     ) -> Load:
         return loads.confirm_load(ctx, principal, load_id, data)
 
@@ -174,8 +178,8 @@ class LoadController(Controller):
         limit: Limit = 10,
         starting_after: Cursor = None,
         ending_before: Cursor = None,
-        card_id: uuid.UUID | None = None,
-        status: Literal["pending", "posted", "voided"] | None = None,
+        card_id: FromQuery[uuid.UUID | None] = None,
+        status: FromQuery[Literal["pending", "posted", "voided"] | None] = None,
     ) -> Page[Load]:
         return loads.list_loads(
             ctx, principal, limit, starting_after, ending_before, card_id, status
@@ -205,7 +209,11 @@ class RefundController(Controller):
         summary="Refund part or all of a card debit",
     )
     def create(
-        self, data: RefundCreate, ctx: Ctx, principal: Caller, idempotency_key: IdempotencyKey
+        self,
+        data: JSONBody[RefundCreate],
+        ctx: Ctx,
+        principal: Caller,
+        idempotency_key: IdempotencyKey,
     ) -> Refund:
         return loads.create_refund(ctx, principal, idempotency_key, data)
 
@@ -223,7 +231,7 @@ class RefundController(Controller):
         limit: Limit = 10,
         starting_after: Cursor = None,
         ending_before: Cursor = None,
-        card_transaction_id: uuid.UUID | None = None,
+        card_transaction_id: FromQuery[uuid.UUID | None] = None,
     ) -> Page[Refund]:
         return loads.list_refunds(
             ctx, principal, limit, starting_after, ending_before, card_transaction_id

@@ -7,7 +7,7 @@ from datetime import date
 from typing import Literal
 
 from litestar import Controller, get, post
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from merchant_api.auth import ISSUER, READERS
 from merchant_api.deps import Caller, Ctx, Cursor, Limit, problems, scopes
@@ -28,7 +28,7 @@ class SettlementController(Controller):
         sync_to_thread=True,
         summary="Settle one owner's closed business day (idempotent)",
     )
-    def create(self, data: SettlementCreate, ctx: Ctx) -> Settlement:
+    def create(self, data: JSONBody[SettlementCreate], ctx: Ctx) -> Settlement:
         return settlements.settle(
             ctx.engine, ctx.ledger, data.merchant_id, date.fromisoformat(data.business_date)
         )
@@ -47,8 +47,8 @@ class SettlementController(Controller):
         limit: Limit = 10,
         starting_after: Cursor = None,
         ending_before: Cursor = None,
-        merchant_id: uuid.UUID | None = None,
-        business_date: BusinessDate | None = None,
+        merchant_id: FromQuery[uuid.UUID | None] = None,
+        business_date: FromQuery[BusinessDate | None] = None,
     ) -> Page[Settlement]:
         return settlements.list_settlements(
             ctx, principal, limit, starting_after, ending_before, merchant_id, business_date
@@ -85,7 +85,7 @@ class PayoutController(Controller):
         limit: Limit = 10,
         starting_after: Cursor = None,
         ending_before: Cursor = None,
-        status: Literal["instructed", "paid", "failed"] | None = None,
+        status: FromQuery[Literal["instructed", "paid", "failed"] | None] = None,
     ) -> Page[Payout]:
         return settlements.list_payouts(
             ctx, principal, limit, starting_after, ending_before, status
@@ -110,5 +110,7 @@ class PayoutController(Controller):
         sync_to_thread=True,
         summary="Record that the bank paid this payout",
     )
-    def mark_paid(self, payout_id: FromPath[uuid.UUID], data: PayoutPaid, ctx: Ctx) -> Payout:
+    def mark_paid(
+        self, payout_id: FromPath[uuid.UUID], data: JSONBody[PayoutPaid], ctx: Ctx
+    ) -> Payout:
         return settlements.mark_payout_paid(ctx, payout_id, data.bank_reference)

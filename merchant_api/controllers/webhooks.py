@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from litestar import Controller, get, post
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from merchant_api.auth import OWNERS_AND_ISSUER, READERS
 from merchant_api.deps import Caller, Ctx, Cursor, IdempotencyKey, Limit, problems, scopes
@@ -35,7 +35,7 @@ class WebhookEndpointController(Controller):
     )
     def create(
         self,
-        data: WebhookEndpointCreate,
+        data: JSONBody[WebhookEndpointCreate],
         ctx: Ctx,
         principal: Caller,
         idempotency_key: IdempotencyKey,
@@ -82,7 +82,7 @@ class WebhookEndpointController(Controller):
     def update(
         self,
         endpoint_id: FromPath[uuid.UUID],
-        data: WebhookEndpointUpdate,
+        data: JSONBody[WebhookEndpointUpdate],
         ctx: Ctx,
         principal: Caller,
     ) -> WebhookEndpoint:
@@ -100,7 +100,7 @@ class WebhookEndpointController(Controller):
     def rotate(
         self,
         endpoint_id: FromPath[uuid.UUID],
-        data: SecretRotation,
+        data: JSONBody[SecretRotation],
         ctx: Ctx,
         principal: Caller,
     ) -> WebhookEndpoint:
@@ -126,7 +126,7 @@ class EventController(Controller):
         limit: Limit = 10,
         starting_after: Cursor = None,
         ending_before: Cursor = None,
-        type: EventType | None = None,
+        type: FromQuery[EventType | None] = None,
     ) -> Page[Event]:
         return webhooks.list_events(ctx, principal, limit, starting_after, ending_before, type)
 
