@@ -126,7 +126,7 @@ def test_a_terminal_of_another_owner_and_a_blocked_card_are_refused(
 def test_more_than_the_shadow_purse_holds_is_quarantined_with_the_ledger_code(
     world: World, ctx: ApiContext
 ) -> None:
-    card_id, card = world.issue_card()
+    _, card = world.issue_card()
     card.balance = 10_000  # value the back office never loaded (a tampered chip)
     cert = card.debit(10_000, "POS-1")
     refused = world.merchant.post("/v1/card-transactions", cert.to_json())
