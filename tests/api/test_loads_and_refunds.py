@@ -286,7 +286,7 @@ def test_a_lost_registered_card_is_replaced_and_its_balance_follows(
 
 
 def test_only_load_agents_take_cash_and_only_the_issuer_takes_bank_transfers(world: World) -> None:
-    card_id, card = world.issue_card()
+    card_id, _ = world.issue_card()
     body = {"card_id": card_id, "amount": 1_000, "card_counter": 0}
     refused = world.merchant.post("/v1/loads", {**body, "channel": "agent_cash"})
     assert (refused.status_code, refused.json()["code"]) == (403, "load_channel_not_allowed")
