@@ -25,7 +25,8 @@ def move_to(ctx: ApiContext, day: date) -> None:
     with ctx.engine.begin() as conn:
         for table in (schema.card_transactions, schema.refunds):
             conn.execute(
-                sa.update(table).where(table.c.business_date == business_date(now_us()))
+                sa.update(table)
+                .where(table.c.business_date == business_date(now_us()))
                 .values(business_date=day.isoformat())
             )
 
@@ -36,11 +37,18 @@ def test_a_day_settles_once_for_its_net(world: World, ctx: ApiContext) -> None:
     day = today - timedelta(days=2)
     card_id, card = world.issue_card()
     world.load(card_id, card, 100_000)
-    sales = [world.merchant.ok(world.merchant.post(
-        "/v1/card-transactions", card.debit(amount, "POS-1").to_json()), 201)
-        for amount in (10_000, 25_001)]
-    world.merchant.ok(world.merchant.post(
-        "/v1/refunds", {"card_transaction_id": sales[0]["id"], "amount": 4_000}), 201)
+    sales = [
+        world.merchant.ok(
+            world.merchant.post("/v1/card-transactions", card.debit(amount, "POS-1").to_json()), 201
+        )
+        for amount in (10_000, 25_001)
+    ]
+    world.merchant.ok(
+        world.merchant.post(
+            "/v1/refunds", {"card_transaction_id": sales[0]["id"], "amount": 4_000}
+        ),
+        201,
+    )
     move_to(ctx, day)
     fees = sum(chart.mdr_fee(s["amount"], 70) for s in sales)
     bank = Ledger(ctx.engine).get_account(chart.SETTLEMENT_BANK)
@@ -48,12 +56,22 @@ def test_a_day_settles_once_for_its_net(world: World, ctx: ApiContext) -> None:
 
     made = settlements.settle(ctx.engine, ctx.ledger, uuid.UUID(world.merchant_id), day)
     again = settlements.settle(ctx.engine, ctx.ledger, uuid.UUID(world.merchant_id), day)
-    over_http = world.issuer.ok(world.issuer.post("/v1/settlements", {
-        "merchant_id": world.merchant_id, "business_date": day.isoformat()}), 201)
+    over_http = world.issuer.ok(
+        world.issuer.post(
+            "/v1/settlements", {"merchant_id": world.merchant_id, "business_date": day.isoformat()}
+        ),
+        201,
+    )
 
     net = 35_001 - fees - 4_000
-    assert (made.gross_amount, made.fee_amount, made.refund_amount, made.net_amount,
-            made.payout_amount, made.transaction_count) == (35_001, fees, 4_000, net, net, 2)
+    assert (
+        made.gross_amount,
+        made.fee_amount,
+        made.refund_amount,
+        made.net_amount,
+        made.payout_amount,
+        made.transaction_count,
+    ) == (35_001, fees, 4_000, net, net, 2)
     assert again == made and over_http["id"] == str(made.id)
     payable = world.merchant.ok(world.merchant.get(f"/v1/merchants/{world.merchant_id}/balance"))
     assert payable["available"] == 0
@@ -61,12 +79,17 @@ def test_a_day_settles_once_for_its_net(world: World, ctx: ApiContext) -> None:
     assert bank_after is not None and bank.balance - bank_after.balance == net
     payouts = world.merchant.ok(world.merchant.get("/v1/payouts"))["data"]
     assert [(p["amount"], p["status"], p["bank_account"]) for p in payouts] == [
-        (net, "instructed", "0123456789")]
+        (net, "instructed", "0123456789")
+    ]
     listed = world.merchant.ok(world.merchant.get("/v1/settlements", business_date=day.isoformat()))
     assert [s["net_amount"] for s in listed["data"]] == [net]
     assert world.operator.ok(world.operator.get("/v1/settlements"))["data"] == []
-    paid = world.issuer.ok(world.issuer.post(
-        f"/v1/payouts/{payouts[0]['id']}/mark-paid", {"bank_reference": "BCA-77"}), 200)
+    paid = world.issuer.ok(
+        world.issuer.post(
+            f"/v1/payouts/{payouts[0]['id']}/mark-paid", {"bank_reference": "BCA-77"}
+        ),
+        200,
+    )
     assert (paid["status"], paid["bank_reference"]) == ("paid", "BCA-77")
     assert run_read(ctx.engine, verify).ok
 
@@ -77,18 +100,22 @@ def test_a_negative_net_is_carried_and_skipped_days_are_caught_up(
     today = date.fromisoformat(business_date(now_us()))
     card_id, card = world.issue_card()
     world.load(card_id, card, 100_000)
-    sale = world.merchant.ok(world.merchant.post(
-        "/v1/card-transactions", card.debit(20_000, "POS-1").to_json()), 201)
+    sale = world.merchant.ok(
+        world.merchant.post("/v1/card-transactions", card.debit(20_000, "POS-1").to_json()), 201
+    )
     move_to(ctx, today - timedelta(days=5))
-    world.merchant.ok(world.merchant.post(
-        "/v1/refunds", {"card_transaction_id": sale["id"], "amount": 20_000}), 201)
+    world.merchant.ok(
+        world.merchant.post("/v1/refunds", {"card_transaction_id": sale["id"], "amount": 20_000}),
+        201,
+    )
     move_to(ctx, today - timedelta(days=4))
     merchant = uuid.UUID(world.merchant_id)
 
     first = settlements.settle(ctx.engine, ctx.ledger, merchant, today - timedelta(days=5))
     second = settlements.settle(ctx.engine, ctx.ledger, merchant, today - timedelta(days=4))
-    world.merchant.ok(world.merchant.post(
-        "/v1/card-transactions", card.debit(50_000, "POS-1").to_json()), 201)
+    world.merchant.ok(
+        world.merchant.post("/v1/card-transactions", card.debit(50_000, "POS-1").to_json()), 201
+    )
     move_to(ctx, today - timedelta(days=2))
     third = settlements.settle(ctx.engine, ctx.ledger, merchant, today - timedelta(days=1))
 
@@ -108,8 +135,11 @@ def test_an_open_day_cannot_be_settled(world: World, ctx: ApiContext) -> None:
     with pytest.raises(ApiError) as refused:
         settlements.settle(ctx.engine, ctx.ledger, uuid.UUID(world.merchant_id), today)
     assert refused.value.code == "business_day_not_closed"
-    answer = world.issuer.post("/v1/settlements", {
-        "merchant_id": world.merchant_id, "business_date": today.isoformat()})
+    answer = world.issuer.post(
+        "/v1/settlements", {"merchant_id": world.merchant_id, "business_date": today.isoformat()}
+    )
     assert (answer.status_code, answer.json()["code"]) == (422, "business_day_not_closed")
     with ctx.engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(schema.settlements)).scalar() == 0
+        assert (
+            conn.execute(sa.select(sa.func.count()).select_from(schema.settlements)).scalar() == 0
+        )
