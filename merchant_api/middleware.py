@@ -33,8 +33,8 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 PRINCIPAL = "jakartaone_principal"
 REQUEST_ID = "jakartaone_request_id"
 IDEMPOTENCY_KEY = "jakartaone_idempotency_key"
+# Guesses: a missing key guesses nothing and is not counted.
 _AUTH_FAILURES = {
-    ErrorCode.API_KEY_MISSING,
     ErrorCode.API_KEY_INVALID,
     ErrorCode.API_KEY_REVOKED,
     ErrorCode.API_KEY_EXPIRED,

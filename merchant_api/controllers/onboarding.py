@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from merchant_api.auth import ISSUER, READERS
 from merchant_api.deps import Caller, Ctx, Cursor, IdempotencyKey, Limit, problems, scopes
+from merchant_api.middleware import gatekeeping_of
 from merchant_api.schemas.common import Page
 from merchant_api.schemas.onboarding import (
     ApiKey,
@@ -223,5 +224,10 @@ class ApiKeyController(Controller):
         status_code=200,
         sync_to_thread=True,
     )
-    def revoke(self, api_key_id: FromPath[uuid.UUID], ctx: Ctx) -> ApiKey:
-        return onboarding.revoke_api_key(ctx, api_key_id)
+    def revoke(
+        self, api_key_id: FromPath[uuid.UUID], ctx: Ctx, request: Request[Any, Any, Any]
+    ) -> ApiKey:
+        """Revoked at once in this process, and in every other within the key cache time."""
+        revoked = onboarding.revoke_api_key(ctx, api_key_id)
+        gatekeeping_of(request.scope).keys.forget(revoked.prefix)
+        return revoked
