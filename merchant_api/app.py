@@ -193,6 +193,8 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
             "the request does not match the schema",
             errors=errors or None,
         )
+    if isinstance(exc, RecursionError):
+        return _problem(request, 400, ErrorCode.REQUEST_INVALID.value, "the JSON nests too deeply")
     if isinstance(exc, NotFoundException):
         return _problem(request, 404, ErrorCode.NOT_FOUND.value, "no such route")
     if isinstance(exc, MethodNotAllowedException):

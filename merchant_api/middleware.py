@@ -51,6 +51,20 @@ class Gatekeeping:
     counters: dict[str, Any] = field(default_factory=dict)
 
 
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = bytes(range(256)).translate(None, b"[]{}")
+
+
+def json_depth(body: bytes) -> int:
+    """How deep a JSON text nests (strings ignored); decoders recurse that deep."""
+    depth = deepest = 0
+    for byte in _JSON_STRING.sub(b"", body).translate(None, _BRACKETS):
+        depth += 1 if byte in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def _method(scope: Scope) -> str:
     return cast("HTTPScope", scope)["method"]
 
@@ -194,6 +208,12 @@ class IdempotencyMiddleware:
             )
         ctx = ctx_of(scope)
         body = await Request[Any, Any, Any](scope, receive).body()
+        if json_depth(body) > MAX_JSON_DEPTH:
+            raise ApiError(
+                400,
+                ErrorCode.REQUEST_INVALID,
+                f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels",
+            )
         digest = idempotency.request_digest(
             _method(scope), scope["path"], scope.get("query_string", b""), body
         )
