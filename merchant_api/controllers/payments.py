@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 import msgspec
@@ -25,7 +25,7 @@ from merchant_api.schemas.cards import (
     Refund,
     RefundCreate,
 )
-from merchant_api.schemas.common import BusinessDate, Page
+from merchant_api.schemas.common import Page
 from merchant_api.services import loads, transactions
 
 
@@ -79,7 +79,7 @@ class CardTransactionController(Controller):
         card_id: FromQuery[uuid.UUID | None] = None,
         created_gte: FromQuery[datetime | None] = None,
         created_lt: FromQuery[datetime | None] = None,
-        business_date: FromQuery[BusinessDate | None] = None,
+        business_date: FromQuery[date | None] = None,
     ) -> Page[CardTransaction]:
         return transactions.list_transactions(
             ctx,
@@ -91,7 +91,7 @@ class CardTransactionController(Controller):
             card_id=card_id,
             created_gte=created_gte,
             created_lt=created_lt,
-            business_date_=business_date,
+            business_date_=business_date.isoformat() if business_date else None,
         )
 
     @get(

@@ -11,7 +11,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from merchant_api.auth import ISSUER, READERS
 from merchant_api.deps import Caller, Ctx, Cursor, Limit, problems, scopes
-from merchant_api.schemas.common import BusinessDate, Page
+from merchant_api.schemas.common import Page
 from merchant_api.schemas.settlements import Payout, PayoutPaid, Settlement, SettlementCreate
 from merchant_api.services import settlements
 
@@ -29,9 +29,7 @@ class SettlementController(Controller):
         summary="Settle one owner's closed business day (idempotent)",
     )
     def create(self, data: JSONBody[SettlementCreate], ctx: Ctx) -> Settlement:
-        return settlements.settle(
-            ctx.engine, ctx.ledger, data.merchant_id, date.fromisoformat(data.business_date)
-        )
+        return settlements.settle(ctx.engine, ctx.ledger, data.merchant_id, data.business_date)
 
     @get(
         "/",
@@ -48,10 +46,16 @@ class SettlementController(Controller):
         starting_after: Cursor = None,
         ending_before: Cursor = None,
         merchant_id: FromQuery[uuid.UUID | None] = None,
-        business_date: FromQuery[BusinessDate | None] = None,
+        business_date: FromQuery[date | None] = None,
     ) -> Page[Settlement]:
         return settlements.list_settlements(
-            ctx, principal, limit, starting_after, ending_before, merchant_id, business_date
+            ctx,
+            principal,
+            limit,
+            starting_after,
+            ending_before,
+            merchant_id,
+            business_date.isoformat() if business_date else None,
         )
 
     @get(

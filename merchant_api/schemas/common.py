@@ -19,9 +19,6 @@ Mcc = Annotated[
 TerminalCode = Annotated[
     str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,32}$", description="The terminal id cards sign")
 ]
-BusinessDate = Annotated[
-    str, msgspec.Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", description="A WIB day, YYYY-MM-DD")
-]
 
 
 class Problem(msgspec.Struct, kw_only=True):

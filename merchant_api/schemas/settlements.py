@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 import msgspec
-
-from merchant_api.schemas.common import BusinessDate
 
 
 class SettlementCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Settle one owner's closed business day (the nightly job does this for everyone)."""
 
     merchant_id: uuid.UUID
-    business_date: BusinessDate
+    business_date: date
 
 
 class Settlement(msgspec.Struct, kw_only=True):
