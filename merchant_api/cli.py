@@ -105,15 +105,15 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None) -> None
     import uvicorn
 
     settings = _settings(ctx)
-    try:
-        context_from_settings(settings).engine.dispose()
-    except KeyConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
     engine = api_engine(settings.database_url)
     revision = _schema_revision(engine)
     engine.dispose()
     if revision is None or revision < SCHEMA_REVISION:
         raise click.ClickException("the database is not migrated: run `jakartaone db upgrade`")
+    try:
+        context_from_settings(settings).engine.dispose()
+    except KeyConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     if workers is None:
         workers = 1 if settings.database_url.startswith("sqlite") else max(2, os.cpu_count() or 2)
     os.environ["JAKARTAONE_DATABASE_URL"] = settings.database_url

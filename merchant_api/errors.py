@@ -71,8 +71,6 @@ class ErrorCode(StrEnum):
     REFUND_NOT_ALLOWED = "refund_not_allowed"
     # Settlements.
     BUSINESS_DAY_NOT_CLOSED = "business_day_not_closed"
-    # Webhooks.
-    WEBHOOK_URL_INVALID = "webhook_url_invalid"
 
 
 Code = ErrorCode | ResultCode | AccountResultCode

@@ -94,6 +94,7 @@ def _agent_for(conn: Connection, principal: Principal, data: LoadCreate) -> uuid
             403, ErrorCode.LOAD_CHANNEL_NOT_ALLOWED, "bank transfer loads are made by the issuer"
         )
     if data.channel == "agent_cash":
+        _require_active(conn, principal.owner)
         is_agent = conn.execute(
             sa.select(m.c.load_agent).where(m.c.id == principal.owner)
         ).scalar_one_or_none()
@@ -102,6 +103,14 @@ def _agent_for(conn: Connection, principal: Principal, data: LoadCreate) -> uuid
                 403, ErrorCode.LOAD_CHANNEL_NOT_ALLOWED, "this merchant is not a load agent"
             )
     return principal.owner
+
+
+def _require_active(conn: Connection, merchant_id: uuid.UUID) -> None:
+    """A suspended merchant takes no new money in or out (its cards' certificates still
+    post: that value already left the card)."""
+    status = conn.execute(sa.select(m.c.status).where(m.c.id == merchant_id)).scalar_one()
+    if status != "active":
+        raise ApiError(422, ErrorCode.MERCHANT_SUSPENDED, "the merchant is suspended")
 
 
 def _card_for(conn: Connection, data: LoadCreate) -> Any:
@@ -365,6 +374,7 @@ def create_refund(
         ).first()
         if original is None or not principal.can_see(original.merchant_id):
             raise not_found("card transaction")
+        _require_active(conn, original.merchant_id)
         if original.kind != "debit" or original.transfer_id is None:
             raise ApiError(422, ErrorCode.REFUND_NOT_ALLOWED, "only a debit with value refunds")
         if original.refunded_amount + data.amount > original.amount:

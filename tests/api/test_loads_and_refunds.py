@@ -299,3 +299,34 @@ def test_only_load_agents_take_cash_and_only_the_issuer_takes_bank_transfers(wor
         world.merchant.post("/v1/loads", {**body, "channel": "agent_cash"}), 201
     )
     assert agent_load["agent_merchant_id"] == world.merchant_id
+
+
+def test_a_suspended_merchant_cannot_refund_or_take_cash(world: World) -> None:
+    card_id, card = world.issue_card()
+    world.load(card_id, card, 10_000)
+    sale = world.merchant.ok(
+        world.merchant.post("/v1/card-transactions", card.debit(4_000, "POS-1").to_json()), 201
+    )
+    world.issuer.ok(
+        world.issuer.post(
+            f"/v1/merchants/{world.merchant_id}", {"status": "suspended", "load_agent": True}
+        ),
+        200,
+    )
+    refund = world.merchant.post("/v1/refunds", {"card_transaction_id": sale["id"], "amount": 1})
+    assert (refund.status_code, refund.json()["code"]) == (422, "merchant_suspended")
+    cash = world.merchant.post(
+        "/v1/loads",
+        {
+            "card_id": card_id,
+            "amount": 1_000,
+            "channel": "agent_cash",
+            "card_counter": card.counter,
+        },
+    )
+    assert (cash.status_code, cash.json()["code"]) == (422, "merchant_suspended")
+    # Its terminals' certificates still post: the card already paid.
+    assert (
+        world.merchant.post("/v1/card-transactions", card.debit(100, "POS-1").to_json()).status_code
+        == 201
+    )
