@@ -240,7 +240,8 @@ def test_metrics_add_up_every_worker(live: tuple[LiveServer, str, str]) -> None:
     total = sum(
         float(v)
         for v in re.findall(
-            r'jakartaone_http_requests_total\{method="GET",route="/v1/merchants",status="200"\} (\S+)',
+            r"jakartaone_http_requests_total"
+            r'\{method="GET",route="/v1/merchants",status="200"\} (\S+)',
             text,
         )
     )
