@@ -29,3 +29,7 @@ main.add_command(db)
 main.add_command(ledger)
 main.add_command(serve)
 main.add_command(api_keys)
+
+
+if __name__ == "__main__":
+    main()

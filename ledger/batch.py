@@ -126,7 +126,9 @@ class Loaded:
 @dataclass(slots=True)
 class Outcome:
     applied: list[Recorded] = field(default_factory=list)
-    effects: list[dict[uuid.UUID, Deltas]] = field(default_factory=list)  # one per applied
+    # One per applied transfer: its balance effects, and the pending transfer whose
+    # reservation it makes or releases (None if it touches no pending columns).
+    effects: list[tuple[dict[uuid.UUID, Deltas], uuid.UUID | None]] = field(default_factory=list)
     needs_open: set[uuid.UUID] = field(default_factory=set)
 
 
@@ -359,7 +361,8 @@ def _decide(
     _check_bounds(effects, loaded.accounts)
     if wanted.pending_id is not None:
         loaded.resolutions[wanted.pending_id] = wanted.phase
-    outcome.effects.append(effects)
+    reservation = wanted.pending_id or (request.id if wanted.phase is Phase.PENDING else None)
+    outcome.effects.append((effects, reservation))
     return replace(wanted, timestamp_us=clock())
 
 
@@ -612,35 +615,51 @@ def _transfer_row(t: Recorded) -> dict[str, object]:
 
 
 def _write_balances(
-    conn: Connection, effects: list[dict[uuid.UUID, Deltas]], accounts: dict[uuid.UUID, AccountRow]
+    conn: Connection,
+    effects: list[tuple[dict[uuid.UUID, Deltas], uuid.UUID | None]],
+    accounts: dict[uuid.UUID, AccountRow],
 ) -> None:
-    totals: dict[uuid.UUID, Deltas] = defaultdict(Deltas)
-    for effect in effects:
+    """Write the batch's net change to each balance row.
+
+    A bounded account's single row gets its new absolute values (it is locked). An
+    unbounded account's posted deltas go to one shard picked at random for this
+    transaction; its pending deltas go to the shard its pending transfer's id maps to, so
+    that a reservation and its release always meet on the same row and no shard's pending
+    column can go below zero.
+    """
+    touched_bounded: set[uuid.UUID] = set()
+    unbounded: dict[tuple[uuid.UUID, int | None], Deltas] = defaultdict(Deltas)
+    for effect, reservation in effects:
         for account_id, d in effect.items():
-            total = totals[account_id]
-            total.debits_posted += d.debits_posted
-            total.credits_posted += d.credits_posted
-            total.debits_pending += d.debits_pending
-            total.credits_pending += d.credits_pending
+            account = accounts[account_id]
+            if account.bounded:
+                touched_bounded.add(account_id)
+                continue
+            _add(unbounded[account_id, None], replace(d, debits_pending=0, credits_pending=0))
+            if reservation is not None:
+                pending_shard = reservation.int % account.shards
+                pending_part = Deltas(0, 0, d.debits_pending, d.credits_pending)
+                _add(unbounded[account_id, pending_shard], pending_part)
+    spread: dict[tuple[uuid.UUID, int], Deltas] = defaultdict(Deltas)
+    for (account_id, shard), d in unbounded.items():
+        if shard is None:
+            shard = random.randrange(accounts[account_id].shards)  # noqa: S311 - spreading only
+        _add(spread[account_id, shard], d)
+    shard_updates = sorted(
+        ((account_id, shard, d) for (account_id, shard), d in spread.items() if d != Deltas()),
+        key=lambda u: (u[0], u[1]),
+    )
     a, s = schema.accounts, schema.account_balance_shards
-    bounded_rows = []
-    shard_updates: list[tuple[uuid.UUID, int, Deltas]] = []
-    for account_id in sorted(totals):
-        account = accounts[account_id]
-        if account.bounded:
-            b = account.balance
-            bounded_rows.append(
-                {
-                    "b_id": account_id,
-                    "b_dp": b.debits_posted,
-                    "b_cp": b.credits_posted,
-                    "b_dpend": b.debits_pending,
-                    "b_cpend": b.credits_pending,
-                }
-            )
-        else:
-            shard = random.randrange(account.shards)  # noqa: S311 - spreading, not secrecy
-            shard_updates.append((account_id, shard, totals[account_id]))
+    bounded_rows = [
+        {
+            "b_id": account_id,
+            "b_dp": accounts[account_id].balance.debits_posted,
+            "b_cp": accounts[account_id].balance.credits_posted,
+            "b_dpend": accounts[account_id].balance.debits_pending,
+            "b_cpend": accounts[account_id].balance.credits_pending,
+        }
+        for account_id in sorted(touched_bounded)
+    ]
     if bounded_rows:
         conn.execute(
             sa.update(a)
@@ -665,6 +684,13 @@ def _write_balances(
             s.c.account_id == sa.bindparam("b_id"), s.c.shard == sa.bindparam("b_shard")
         )
         conn.execute(_increment(s, condition), rows_n)
+
+
+def _add(total: Deltas, d: Deltas) -> None:
+    total.debits_posted += d.debits_posted
+    total.credits_posted += d.credits_posted
+    total.debits_pending += d.debits_pending
+    total.credits_pending += d.credits_pending
 
 
 def _delta_params(account_id: uuid.UUID, d: Deltas) -> dict[str, object]:

@@ -84,9 +84,10 @@ def _retryable(exc: BaseException) -> bool:
         sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
         if sqlstate in _RETRYABLE_SQLSTATES:
             return True
-        # A concurrent writer inserted the same transfer id first: the next attempt sees
-        # it and answers `exists` (or a named difference) instead.
-        if sqlstate == "23505" and "transfers" in str(orig):
+        # A unique violation means a concurrent writer inserted the same key first (the
+        # same transfer id, say). Every write here reads before it inserts, so the next
+        # attempt sees that row and answers `exists` (or a named difference) instead.
+        if sqlstate == "23505":
             return True
         if "database is locked" in str(orig):
             return True

@@ -40,9 +40,7 @@ CARD_CREDIT_CLEARING = _issuer_account("card_credit_clearing")
 SETTLEMENT_BANK = _issuer_account("settlement_bank")
 SUSPENSE = _issuer_account("suspense")
 
-# The funding accounts of loads stay unsharded: a pending transfer's release must meet
-# the shard that holds its reservation, and the ledger picks shards at random (each
-# shard's balance columns are CHECKed non-negative). Loads are rare next to fares.
+# Loads are rare next to fares and sales: their funding accounts need no balance shards.
 ISSUER_ACCOUNTS = (
     NewAccount(FEE_REVENUE, AccountKind.FEE_REVENUE, shards=HOT_SHARDS, name="Fee revenue"),
     NewAccount(ISSUER_FLOAT, AccountKind.ISSUER_FLOAT, name="Issuer float"),

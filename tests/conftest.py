@@ -32,19 +32,21 @@ def postgres_admin_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def make_postgres_database() -> Iterator[Callable[[], str]]:
-    """A factory of fresh, empty PostgreSQL databases; all are dropped at the end."""
+def make_postgres_database() -> Iterator[Callable[..., str]]:
+    """A factory of fresh PostgreSQL databases (empty, or copies of `template`); all are
+    dropped at the end."""
     created: list[str] = []
     admin = None
 
-    def make() -> str:
+    def make(template: str | None = None) -> str:
         nonlocal admin
         base = make_url(postgres_admin_url())
         if admin is None:
             admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
         name = f"jo_test_{uuid.uuid4().hex[:12]}"
         with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            suffix = f' TEMPLATE "{template}"' if template else ""
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"{suffix}')
         created.append(name)
         return base.set(database=name).render_as_string(hide_password=False)
 
@@ -58,7 +60,7 @@ def make_postgres_database() -> Iterator[Callable[[], str]]:
 
 @pytest.fixture
 def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, make_postgres_database: Callable[[], str]
+    request: pytest.FixtureRequest, tmp_path: Path, make_postgres_database: Callable[..., str]
 ) -> str:
     """An empty database of the backend named by the test's `backend` parameter."""
     backend = getattr(request, "param", "sqlite")
@@ -77,3 +79,30 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 both_backends = pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def fresh_engines(
+    database_url: str, tmp_path: Path, make_postgres_database: Callable[..., str]
+) -> Iterator[Callable[[], Engine]]:
+    """A factory of freshly migrated databases of the test's backend, each one a quick
+    copy of a template migrated once (for tests that need a clean ledger many times)."""
+    template = make_engine(database_url)
+    upgrade(template)
+    template.dispose()
+    engines: list[Engine] = []
+
+    def make() -> Engine:
+        if database_url.startswith("postgresql"):
+            url = make_postgres_database(template=make_url(database_url).database)
+        else:
+            source = Path(make_url(database_url).database or "")
+            copy = tmp_path / f"copy-{uuid.uuid4().hex[:8]}.sqlite3"
+            copy.write_bytes(source.read_bytes())
+            url = f"sqlite:///{copy}"
+        engines.append(make_engine(url))
+        return engines[-1]
+
+    yield make
+    for eng in engines:
+        eng.dispose()

@@ -1,0 +1,6 @@
+"""Anonymized spending and travel analytics for policymakers (issue 6).
+
+Start with `release.run_release` (the one entry point; its docstring gives the signature,
+the input contract and the output layout), `inputs` for the input schemas, `config` for the
+rules' parameters and docs/privacy.md for why the rules are what they are.
+"""
