@@ -21,7 +21,15 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 from merchant_api import idempotency
-from merchant_api.auth import FailureCounter, KeyCache, Principal, authenticate, require_scope
+from merchant_api.auth import (
+    FailureCounter,
+    KeyCache,
+    Principal,
+    authenticate,
+    load_key,
+    needs_lookup,
+    require_scope,
+)
 from merchant_api.context import ApiContext
 from merchant_api.errors import PROBLEM_MEDIA_TYPE, ApiError, ErrorCode
 from merchant_api.observability import LATENCY, REQUESTS
@@ -163,7 +171,13 @@ class AuthMiddleware:
             )
         header = Headers.from_scope(scope).get("authorization")
         try:
-            principal = await anyio.to_thread.run_sync(authenticate, ctx, gate.keys, header)
+            prefix = needs_lookup(gate.keys, header)
+            loaded = (
+                await anyio.to_thread.run_sync(load_key, ctx, gate.keys, prefix)
+                if prefix is not None
+                else False
+            )
+            principal = authenticate(ctx, gate.keys, header, loaded)
         except ApiError as refusal:
             if refusal.code in _AUTH_FAILURES:
                 gate.failures.record(client)

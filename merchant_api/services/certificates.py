@@ -52,7 +52,6 @@ from merchant_api import chart, schema
 from merchant_api.context import ApiContext
 from merchant_api.errors import ErrorCode
 from merchant_api.observability import CERTIFICATES
-from merchant_api.services.cards import lock_cards
 from merchant_api.wib import business_date
 
 Outcome = Literal["posted", "duplicate", "quarantined"]
@@ -161,17 +160,20 @@ def accept(
     day = business_date(now)
     certs = [item.cert if item.reason is None else None for item in items]
     lookups = {ctx.secrets.serial_hash(cert.card_serial) for cert in certs if cert}
-    card_ids = (
-        [
-            row.id
+    # Lock the cards first, in id order (see merchant_api.services.cards).
+    cards = (
+        {
+            row.id: row
             for row in conn.execute(
-                sa.select(schema.cards.c.id).where(schema.cards.c.serial_hash.in_(lookups))
+                sa.select(schema.cards)
+                .where(schema.cards.c.serial_hash.in_(lookups))
+                .order_by(schema.cards.c.id)
+                .with_for_update()
             )
-        ]
+        }
         if lookups
-        else []
+        else {}
     )
-    cards = lock_cards(conn, card_ids)
     card_by_hash = {row.serial_hash: row for row in cards.values()}
     terminals = _terminals(
         conn,
