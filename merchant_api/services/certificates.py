@@ -123,6 +123,7 @@ class Decided:
     reason: str | None = None
     transaction_id: uuid.UUID | None = None
     quarantine_id: uuid.UUID | None = None
+    row: dict[str, Any] | None = None  # the card_transactions row written, when posted
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +166,10 @@ def accept(
         {
             row.id: row
             for row in conn.execute(
-                sa.select(schema.cards)
+                sa.select(schema.cards, _has_pending_load.label("has_pending_load"))
                 .where(schema.cards.c.serial_hash.in_(lookups))
                 .order_by(schema.cards.c.id)
-                .with_for_update()
+                .with_for_update(of=schema.cards)
             )
         }
         if lookups
@@ -196,7 +197,7 @@ def accept(
         if wanted_ids
         else {}
     )
-    pending = _pending_loads(conn, list(cards))
+    pending = _pending_loads(conn, [i for i, row in cards.items() if row.has_pending_load])
     purses = accounts_by_id(conn, [cards[i].purse_account_id for i in pending]) if pending else {}
     posted_balance = {
         card_id: purses[cards[card_id].purse_account_id].balance for card_id in pending
@@ -281,12 +282,21 @@ def accept(
             decided[item_index] = Decided("quarantined", result.code.value)
             plan.transactions.pop(item_index, None)
 
+    for index, row in plan.transactions.items():
+        decided_row = decided[index]
+        if decided_row is not None:
+            decided_row.row = row
     final = [d for d in decided if d is not None]
     assert len(final) == len(items), "every certificate is decided"
     _write(conn, ctx, items, final, plan, caller, source, now, day)
     for d in final:
         CERTIFICATES.labels(d.outcome, d.reason or "").inc()
     return final
+
+
+_has_pending_load = (
+    sa.select(ld.c.id).where(ld.c.card_id == schema.cards.c.id, ld.c.status == "pending").exists()
+)
 
 
 def _terminals(conn: Connection, codes: set[str]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import uuid
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -92,8 +93,8 @@ def submit_one(
     def work(conn: Connection) -> tuple[certificates.Decided, Any]:
         now = now_us()
         decided = certificates.accept(conn, ctx, [item], caller, "api", now)[0]
-        row = None
-        if decided.transaction_id is not None:
+        row: Any = SimpleNamespace(**decided.row) if decided.row is not None else None
+        if row is None and decided.transaction_id is not None:
             row = conn.execute(sa.select(ct).where(ct.c.id == decided.transaction_id)).one()
         if decided.outcome == "posted" and row is not None and row.merchant_id is not None:
             webhooks.emit(
