@@ -79,18 +79,14 @@ def purse_account(card_id: uuid.UUID, registered: bool) -> NewAccount:
 
 
 def payable_account(merchant_id: uuid.UUID, operator: bool) -> NewAccount:
-    if operator:
-        return NewAccount(
-            uuid.uuid5(CHART_NAMESPACE, f"payable:{merchant_id}"),
-            AccountKind.OPERATOR_PAYABLE,
-            shards=HOT_SHARDS,
-            name="Operator payable",
-        )
+    """A merchant's or operator's payable: every sale or fare credits it, so it is sharded
+    (a busy supermarket chain takes hundreds of card payments a second)."""
+    kind = AccountKind.OPERATOR_PAYABLE if operator else AccountKind.MERCHANT_PAYABLE
     return NewAccount(
         uuid.uuid5(CHART_NAMESPACE, f"payable:{merchant_id}"),
-        AccountKind.MERCHANT_PAYABLE,
-        shards=4,
-        name="Merchant payable",
+        kind,
+        shards=HOT_SHARDS,
+        name="Operator payable" if operator else "Merchant payable",
     )
 
 

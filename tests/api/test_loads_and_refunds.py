@@ -330,3 +330,30 @@ def test_a_suspended_merchant_cannot_refund_or_take_cash(world: World) -> None:
         world.merchant.post("/v1/card-transactions", card.debit(100, "POS-1").to_json()).status_code
         == 201
     )
+
+
+def test_the_hotlist_is_versioned_and_incremental(world: World) -> None:
+    first_id, first = world.issue_card()
+    second_id, second = world.issue_card()
+    empty = world.operator.ok(world.operator.get("/v1/hotlist", since_version=0))
+    assert empty == {"version": 0, "blocked": [], "unblocked": [], "full": True}
+    world.issuer.ok(world.issuer.post(f"/v1/cards/{first_id}/block", {"reason": "stolen"}), 200)
+    v1 = world.operator.ok(world.operator.get("/v1/hotlist", since_version=0))
+    assert (v1["blocked"], v1["full"]) == ([first.ref], True)
+    world.issuer.ok(world.issuer.post(f"/v1/cards/{second_id}/block", {"reason": "lost"}), 200)
+    world.issuer.ok(world.issuer.post(f"/v1/cards/{first_id}/unblock"), 200)
+    delta = world.operator.ok(world.operator.get("/v1/hotlist", since_version=v1["version"]))
+    assert delta == {
+        "version": v1["version"] + 2,
+        "blocked": [second.ref],
+        "unblocked": [first.ref],
+        "full": False,
+    }
+    same = world.operator.ok(world.operator.get("/v1/hotlist", since_version=delta["version"]))
+    assert (same["blocked"], same["unblocked"], same["full"]) == ([], [], False)
+    whole = world.operator.ok(world.operator.get("/v1/hotlist"))
+    assert whole["blocked"] == [second.ref] and whole["full"]
+    # Blocking twice changes nothing; nothing in the hotlist names a serial.
+    world.issuer.ok(world.issuer.post(f"/v1/cards/{second_id}/block", {"reason": "lost"}), 200)
+    assert world.operator.ok(world.operator.get("/v1/hotlist"))["version"] == delta["version"]
+    assert first.serial_hex not in str(whole) and second.serial_hex not in str(whole)
