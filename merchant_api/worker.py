@@ -20,6 +20,7 @@ log = logging.getLogger("merchant_api.worker")
 
 SWEEP_EVERY_S = 3600.0
 IDLE_POLL_S = 0.5
+FAILURE_PAUSE_S = 5.0
 
 
 class BackgroundWorker:
@@ -42,13 +43,16 @@ class BackgroundWorker:
         with httpx.Client(timeout=self.ctx.webhook_timeout_s, follow_redirects=False) as client:
             while not self._stop.is_set():
                 busy = False
+                pause = IDLE_POLL_S
                 try:
                     busy = deliver_due(self.ctx, client) > 0
                     if time.monotonic() - last_sweep > SWEEP_EVERY_S:
                         idempotency.sweep(self.ctx.engine, self.ctx.limits.idempotency_retention_s)
                         last_sweep = time.monotonic()
-                except Exception:
-                    # The database may be down for a while: keep trying, quietly.
-                    log.warning("background work failed; retrying", exc_info=True)
+                except Exception as exc:
+                    # The database may be down for a while: keep trying, without flooding
+                    # the log (the deliveries wait in the outbox).
+                    log.warning("background work failed: %s; retrying", type(exc).__name__)
+                    pause = FAILURE_PAUSE_S
                 if not busy:
-                    self._stop.wait(IDLE_POLL_S)
+                    self._stop.wait(pause)

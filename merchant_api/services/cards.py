@@ -391,9 +391,7 @@ def list_card_credits(
             dict(
                 conn.execute(
                     sa.select(c.c.id, c.c.hotlist_id).where(c.c.id.in_({r.card_id for r in rows}))
-                )
-                .tuples()
-                .all()
+                ).all()
             )
             if rows
             else {}

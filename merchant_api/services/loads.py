@@ -484,9 +484,7 @@ def list_refunds(
                     sa.select(cc.c.id, cc.c.status).where(
                         cc.c.id.in_([r.card_credit_id for r in rows])
                     )
-                )
-                .tuples()
-                .all()
+                ).all()
             )
             if rows
             else {}
