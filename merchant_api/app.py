@@ -26,6 +26,7 @@ from litestar.static_files import create_static_files_router
 from openapi_ui_bundles import swagger_ui
 
 from merchant_api.auth import FailureCounter, KeyCache
+from merchant_api.coalesce import Coalescer
 from merchant_api.context import ApiContext
 from merchant_api.controllers import cards, onboarding, payments, settlements, system, webhooks
 from merchant_api.deps import DEPENDENCIES, PUBLIC
@@ -74,6 +75,7 @@ def create_app(ctx: ApiContext) -> Litestar:
         ),
     ]
     worker = BackgroundWorker(ctx)
+    coalescer = Coalescer(ctx)
 
     def start_worker() -> None:
         if ctx.run_background:
@@ -82,7 +84,7 @@ def create_app(ctx: ApiContext) -> Litestar:
     app = Litestar(
         route_handlers=route_handlers,
         on_startup=[start_worker],
-        on_shutdown=[worker.stop],
+        on_shutdown=[worker.stop, coalescer.stop],
         dependencies=DEPENDENCIES,
         middleware=[ObservabilityMiddleware, AuthMiddleware, IdempotencyMiddleware],
         exception_handlers={Exception: handle_exception},
@@ -92,6 +94,7 @@ def create_app(ctx: ApiContext) -> Litestar:
     )
     _check_every_route_is_guarded(app)
     app.state.ctx = ctx
+    app.state.coalescer = coalescer
     app.state.exception_handler = handle_exception
     app.state.gatekeeping = Gatekeeping(
         keys=KeyCache(ctx.limits.api_key_cache_s),

@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from ledger import run_read, run_write
 from merchant_api import schema
@@ -160,6 +160,29 @@ def complete(
             )
             .values(response_status=status, response_body=body)
         ),
+    )
+
+
+def complete_in(conn: Connection, done: list[tuple[uuid.UUID, str, uuid.UUID, int, bytes]]) -> None:
+    """Store answers in the caller's transaction (the one that made the change), so that
+    the change and its replayable answer commit together. (api key, key, claim, status,
+    body) each; a claim taken over meanwhile is left alone."""
+    if not done:
+        return
+    t = schema.idempotency_keys
+    conn.execute(
+        sa.update(t)
+        .where(
+            t.c.api_key_id == sa.bindparam("b_key_id"),
+            t.c.key == sa.bindparam("b_key"),
+            t.c.claim == sa.bindparam("b_claim"),
+            t.c.response_status.is_(None),
+        )
+        .values(response_status=sa.bindparam("b_status"), response_body=sa.bindparam("b_body")),
+        [
+            {"b_key_id": key_id, "b_key": key, "b_claim": claim, "b_status": status, "b_body": body}
+            for key_id, key, claim, status, body in done
+        ],
     )
 
 

@@ -41,6 +41,10 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 PRINCIPAL = "jakartaone_principal"
 REQUEST_ID = "jakartaone_request_id"
 IDEMPOTENCY_KEY = "jakartaone_idempotency_key"
+# (api key id, Idempotency-Key, claim) for a handler that completes the record in its own
+# transaction; it sets IDEMPOTENCY_DONE when it has.
+IDEMPOTENCY_CLAIM = "jakartaone_idempotency_claim"
+IDEMPOTENCY_DONE = "jakartaone_idempotency_done"
 # Guesses: a missing key guesses nothing and is not counted.
 _AUTH_FAILURES = {
     ErrorCode.API_KEY_INVALID,
@@ -243,6 +247,7 @@ class IdempotencyMiddleware:
             await _send_json(send, outcome.status, outcome.body, replayed=True)
             return
         scope["state"][IDEMPOTENCY_KEY] = key
+        scope["state"][IDEMPOTENCY_CLAIM] = (principal.api_key_id, key, outcome.claim)
         messages: list[Message] = []
 
         async def buffered_send(message: Message) -> None:
@@ -254,7 +259,9 @@ class IdempotencyMiddleware:
             await _quietly(idempotency.release, ctx, principal, key, outcome.claim)
             raise
         status = next((m["status"] for m in messages if m["type"] == "http.response.start"), 500)
-        if status < 500:
+        if scope["state"].get(IDEMPOTENCY_DONE):
+            pass  # stored with the change itself
+        elif status < 500:
             response = b"".join(
                 m.get("body", b"") for m in messages if m["type"] == "http.response.body"
             )

@@ -5,15 +5,17 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from merchant_api.auth import OWNERS_AND_ISSUER, READERS, TERMINAL_CALLERS
+from merchant_api.coalesce import Job
 from merchant_api.deps import Caller, Ctx, Cursor, IdempotencyKey, Limit, problems, scopes
+from merchant_api.middleware import IDEMPOTENCY_CLAIM, IDEMPOTENCY_DONE
 from merchant_api.schemas.cards import (
     BatchAnswer,
     CardTransaction,
@@ -26,7 +28,7 @@ from merchant_api.schemas.cards import (
     RefundCreate,
 )
 from merchant_api.schemas.common import Page
-from merchant_api.services import loads, transactions
+from merchant_api.services import certificates, loads, transactions
 
 
 def _also_200(model: type, description: str) -> dict[int, ResponseSpec]:
@@ -43,6 +45,7 @@ class CardTransactionController(Controller):
         opt=scopes(TERMINAL_CALLERS),
         responses={
             **problems(404, 409, 413, 422),
+            201: ResponseSpec(data_container=CardTransaction, description="Posted"),
             **_also_200(CardTransaction, "Already recorded: the same certificate"),
         },
         sync_to_thread=True,
@@ -53,13 +56,19 @@ class CardTransactionController(Controller):
         data: JSONBody[CertificateJson],
         ctx: Ctx,
         principal: Caller,
-    ) -> Response[CardTransaction]:
+        request: Request[Any, Any, Any],
+    ) -> Response[bytes]:
         """The body is the certificate's JSON form (docs/card-protocol.md). 201: posted;
         200: the same certificate was recorded before; 422: quarantined, `code` says why
         (`mac_invalid`, `conflicting_duplicate`, `card_blocked`, `terminal_not_owned`,
         `exceeds_credits`, or the certificate's format reason)."""
-        status, transaction = transactions.submit_one(ctx, principal, data)
-        return Response(transaction, status_code=status)
+        state = request.scope["state"]
+        claim = state.get(IDEMPOTENCY_CLAIM)
+        job = Job(principal, certificates.parse(ctx, data), claim)
+        status, body = request.app.state.coalescer.submit(job)
+        if claim is not None:
+            state[IDEMPOTENCY_DONE] = True
+        return Response(body, status_code=status, media_type="application/json")
 
     @get(
         "/",

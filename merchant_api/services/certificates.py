@@ -34,6 +34,7 @@ import hashlib
 import json
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -153,11 +154,16 @@ def accept(
     conn: Connection,
     ctx: ApiContext,
     items: list[Submitted],
-    caller: Caller,
+    caller: Caller | Sequence[Caller],
     source: Source,
     now: int,
 ) -> list[Decided]:
-    """Decide and record `items` in the caller's write transaction; one answer each."""
+    """Decide and record `items` in the caller's write transaction; one answer each.
+
+    `caller` is who submitted all of them (a batch), or one caller per item (single
+    submissions coalesced into one transaction)."""
+    callers = [caller] * len(items) if isinstance(caller, Caller) else list(caller)
+    caller = callers[0] if callers else Caller(uuid.UUID(int=1), None)
     day = business_date(now)
     certs = [item.cert if item.reason is None else None for item in items]
     lookups = {ctx.secrets.serial_hash(cert.card_serial) for cert in certs if cert}
@@ -232,7 +238,8 @@ def accept(
         forwarded = caller.batch_terminal_code is not None and (
             cert.terminal_id != caller.batch_terminal_code
         )
-        if not forwarded and caller.owner is not None and terminal.merchant_id != caller.owner:
+        owner = callers[index].owner
+        if not forwarded and owner is not None and terminal.merchant_id != owner:
             decided[index] = Decided("quarantined", TERMINAL_NOT_OWNED)
             continue
         tx_id = transaction_id(card.id, cert.counter)
@@ -249,7 +256,9 @@ def accept(
         if card.blocked_us is not None and cert.timestamp * 1_000_000 > card.blocked_us:
             decided[index] = Decided("quarantined", CARD_BLOCKED)
             continue
-        row = _transaction_row(card, cert, terminal, tx_id, digest, caller, source, now, day)
+        row = _transaction_row(
+            card, cert, terminal, tx_id, digest, callers[index], source, now, day
+        )
         if cert.kind is TransactionKind.CREDIT:
             load = _matching_load(pending.get(card.id, []), cert)
             if load is None:
@@ -288,7 +297,7 @@ def accept(
             decided_row.row = row
     final = [d for d in decided if d is not None]
     assert len(final) == len(items), "every certificate is decided"
-    _write(conn, ctx, items, final, plan, caller, source, now, day)
+    _write(conn, ctx, items, final, plan, callers, source, now, day)
     for d in final:
         CERTIFICATES.labels(d.outcome, d.reason or "").inc()
     return final
@@ -449,7 +458,7 @@ def _write(
     items: list[Submitted],
     decided: list[Decided],
     plan: _Plan,
-    caller: Caller,
+    callers: list[Caller],
     source: Source,
     now: int,
     day: str,
@@ -474,7 +483,7 @@ def _write(
         )
         if load.card_credit_id is not None:
             _credit_follows_load(conn, load, status, now)
-    _quarantine(conn, ctx, items, decided, caller, source, now, day)
+    _quarantine(conn, ctx, items, decided, callers, source, now, day)
 
 
 def _credit_follows_load(conn: Connection, load: Any, status: str, now: int) -> None:
@@ -504,7 +513,7 @@ def _quarantine(
     ctx: ApiContext,
     items: list[Submitted],
     decided: list[Decided],
-    caller: Caller,
+    callers: list[Caller],
     source: Source,
     now: int,
     day: str,
@@ -534,6 +543,7 @@ def _quarantine(
             decided[index].quarantine_id = found
             continue
         item = items[index]
+        caller = callers[index]
         cert = item.cert
         card_id = None
         if cert is not None:

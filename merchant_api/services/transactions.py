@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 
 from ledger import run_read, run_write
 from ledger.db import RetryTransaction
-from merchant_api import schema
+from merchant_api import idempotency, schema
 from merchant_api.auth import Principal
 from merchant_api.context import ApiContext
 from merchant_api.errors import ApiError, ErrorCode, not_found
@@ -83,30 +83,58 @@ def _unique_violation(exc: sa.exc.IntegrityError) -> bool:
     return sqlstate == "23505" or "UNIQUE constraint failed" in str(exc.orig)
 
 
-def submit_one(
-    ctx: ApiContext, principal: Principal, raw: dict[str, Any]
-) -> tuple[int, CardTransaction]:
-    """(status, transaction) for a posted (201) or duplicate (200) certificate."""
-    item = certificates.parse(ctx, raw)
-    caller = certificates.Caller(principal.api_key_id, principal.owner)
+def submit_many(
+    ctx: ApiContext,
+    jobs: list[tuple[Principal, certificates.Submitted, tuple[uuid.UUID, str, uuid.UUID] | None]],
+) -> list[tuple[int, bytes] | ApiError]:
+    """Single submissions from many callers, in one transaction (merchant_api.coalesce):
+    for each, (status, JSON body) of a posted (201) or duplicate (200) certificate, whose
+    Idempotency-Key record is completed in the same transaction, or the ApiError (422)
+    of a quarantined one."""
+    items = [item for _, item, _ in jobs]
+    callers = [certificates.Caller(p.api_key_id, p.owner) for p, _, _ in jobs]
 
-    def work(conn: Connection) -> tuple[certificates.Decided, Any]:
-        now = now_us()
-        decided = certificates.accept(conn, ctx, [item], caller, "api", now)[0]
-        row: Any = SimpleNamespace(**decided.row) if decided.row is not None else None
-        if row is None and decided.transaction_id is not None:
-            row = conn.execute(sa.select(ct).where(ct.c.id == decided.transaction_id)).one()
-        if decided.outcome == "posted" and row is not None and row.merchant_id is not None:
-            webhooks.emit(
-                conn, row.merchant_id, "card_transaction.posted", _event_data(transaction_out(row))
-            )
-        return decided, row
+    def work(conn: Connection) -> list[tuple[int, bytes] | ApiError]:
+        decided = certificates.accept(conn, ctx, items, callers, "api", now_us())
+        recorded = (
+            {
+                row.id: row
+                for row in conn.execute(
+                    sa.select(ct).where(
+                        ct.c.id.in_({d.transaction_id for d in decided if d.outcome == "duplicate"})
+                    )
+                )
+            }
+            if any(d.outcome == "duplicate" for d in decided)
+            else {}
+        )
+        answers: list[tuple[int, bytes] | ApiError] = []
+        done, events = [], []
+        for (_, _, claim), d in zip(jobs, decided, strict=True):
+            if d.outcome == "quarantined" or d.transaction_id is None:
+                answers.append(
+                    ApiError(
+                        422,
+                        d.reason or "quarantined",
+                        "the certificate was not posted; it is kept in quarantine",
+                    )
+                )
+                continue
+            row: Any = SimpleNamespace(**d.row) if d.row is not None else recorded[d.transaction_id]
+            out = transaction_out(row)
+            status = 201 if d.outcome == "posted" else 200
+            body = msgspec.json.encode(out)
+            answers.append((status, body))
+            if claim is not None:
+                done.append((*claim, status, body))
+            if d.outcome == "posted" and out.merchant_id is not None:
+                events.append((out.merchant_id, "card_transaction.posted", _event_data(out)))
+        webhooks.emit_many(conn, events)
+        idempotency.complete_in(conn, done)
+        return answers
 
-    decided, row = write(ctx, work)
-    if decided.outcome == "quarantined" or row is None:
-        reason = decided.reason or "quarantined"
-        raise ApiError(422, reason, "the certificate was not posted; it is kept in quarantine")
-    return (201 if decided.outcome == "posted" else 200), transaction_out(row)
+    result: list[tuple[int, bytes] | ApiError] = write(ctx, work)
+    return result
 
 
 def _event_data(transaction: CardTransaction) -> dict[str, Any]:

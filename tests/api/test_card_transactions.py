@@ -212,3 +212,15 @@ def test_certificates_never_leave_serials_in_answers_or_logs(
         assert card.serial_hex not in text
     assert TEST_ROOT_KEY not in caplog.text
     assert answer.json()["request_id"] == answer.headers["X-Request-ID"]
+
+
+def test_a_retried_submission_replays_its_first_answer_byte_for_byte(world: World) -> None:
+    card_id, card = world.issue_card()
+    world.load(card_id, card, 5_000)
+    cert = card.debit(1_500, "POS-1").to_json()
+    first = world.merchant.post("/v1/card-transactions", cert, key="pos-1-seq-77")
+    retry = world.merchant.post("/v1/card-transactions", cert, key="pos-1-seq-77")
+    assert (first.status_code, retry.status_code) == (201, 201)
+    assert retry.content == first.content and retry.headers["Idempotent-Replayed"] == "true"
+    other = world.merchant.post("/v1/card-transactions", {**cert, "amount": 1}, key="pos-1-seq-77")
+    assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reused")
