@@ -31,6 +31,7 @@ from merchant_api.context import ApiContext
 from merchant_api.controllers import cards, onboarding, payments, settlements, system, webhooks
 from merchant_api.deps import DEPENDENCIES, PUBLIC
 from merchant_api.errors import PROBLEM_MEDIA_TYPE, ApiError, ErrorCode, problem_body
+from merchant_api.idempotency import ClaimBatcher
 from merchant_api.middleware import (
     AuthMiddleware,
     Gatekeeping,
@@ -76,6 +77,7 @@ def create_app(ctx: ApiContext) -> Litestar:
     ]
     worker = BackgroundWorker(ctx)
     coalescer = Coalescer(ctx)
+    claims = ClaimBatcher(ctx.engine, ctx.limits.idempotency_lease_s)
 
     def start_worker() -> None:
         if ctx.run_background:
@@ -84,7 +86,7 @@ def create_app(ctx: ApiContext) -> Litestar:
     app = Litestar(
         route_handlers=route_handlers,
         on_startup=[start_worker],
-        on_shutdown=[worker.stop, coalescer.stop],
+        on_shutdown=[worker.stop, coalescer.stop, claims.stop],
         dependencies=DEPENDENCIES,
         middleware=[ObservabilityMiddleware, AuthMiddleware, IdempotencyMiddleware],
         exception_handlers={Exception: handle_exception},
@@ -100,6 +102,7 @@ def create_app(ctx: ApiContext) -> Litestar:
         keys=KeyCache(ctx.limits.api_key_cache_s),
         limiter=RateLimiter(ctx.limits.rate_per_second, ctx.limits.rate_burst),
         failures=FailureCounter(ctx.limits.auth_failures_per_minute),
+        claims=claims,
     )
     return app
 

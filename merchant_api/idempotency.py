@@ -21,13 +21,19 @@ Guarantees (docs/api.md, "Idempotency"):
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
-from ledger import run_read, run_write
+from ledger import run_write
+from ledger.db import is_sqlite
 from merchant_api import schema
 from merchant_api.errors import ApiError, ErrorCode
 from merchant_api.wib import now_us
@@ -63,76 +69,174 @@ class Replay:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    api_key_id: uuid.UUID
+    key: str
+    digest: bytes
+
+
 def claim(
     engine: Engine, api_key_id: uuid.UUID, key: str, digest: bytes, lease_s: int
 ) -> Proceed | Replay:
-    """Claim `key` for this request, or say what to answer instead."""
-    for _ in range(3):
-        outcome = _try_claim(engine, api_key_id, key, digest, lease_s)
-        if outcome is not None:
-            return outcome
-    raise _in_flight()
+    """Claim `key` for this request, or say what to answer instead (raises ApiError)."""
+    outcome = claim_many(engine, [ClaimRequest(api_key_id, key, digest)], lease_s)[0]
+    if isinstance(outcome, ApiError):
+        raise outcome
+    return outcome
 
 
-def _try_claim(
-    engine: Engine, api_key_id: uuid.UUID, key: str, digest: bytes, lease_s: int
-) -> Proceed | Replay | None:
+def claim_many(
+    engine: Engine, requests: list[ClaimRequest], lease_s: int
+) -> list[Proceed | Replay | ApiError]:
+    """Claim many keys in one transaction (concurrent requests' claims batched together):
+    each request gets Proceed, Replay, or the ApiError to answer with."""
+    return run_write(engine, lambda conn: _claim_in(conn, requests, lease_s))
+
+
+def _claim_in(
+    conn: Connection, requests: list[ClaimRequest], lease_s: int
+) -> list[Proceed | Replay | ApiError]:
     t = schema.idempotency_keys
-    mine = uuid.uuid4()
     now = now_us()
     until = now + lease_s * 1_000_000
-    try:
-        run_write(
-            engine,
-            lambda conn: conn.execute(
-                sa.insert(t).values(
-                    api_key_id=api_key_id,
-                    key=key,
-                    request_digest=digest,
-                    claim=mine,
-                    locked_until_us=until,
-                    created_us=now,
-                )
+    mine = [uuid.uuid4() for _ in requests]
+    insert = sqlite_insert(t) if is_sqlite(conn) else postgresql_insert(t)
+    won = {
+        row.claim
+        for row in conn.execute(
+            insert.on_conflict_do_nothing(index_elements=[t.c.api_key_id, t.c.key]).returning(
+                t.c.claim
             ),
+            [
+                {
+                    "api_key_id": r.api_key_id,
+                    "key": r.key,
+                    "request_digest": r.digest,
+                    "claim": claim,
+                    "locked_until_us": until,
+                    "created_us": now,
+                }
+                for r, claim in zip(requests, mine, strict=True)
+            ],
         )
-        return Proceed(mine)
-    except sa.exc.IntegrityError:
-        pass
-    row = run_read(
-        engine,
-        lambda conn: conn.execute(
-            sa.select(t).where(t.c.api_key_id == api_key_id, t.c.key == key)
-        ).first(),
+    }
+    lost = {
+        (r.api_key_id, r.key) for r, claim in zip(requests, mine, strict=True) if claim not in won
+    }
+    existing = (
+        {
+            (row.api_key_id, row.key): row
+            for row in conn.execute(
+                sa.select(t).where(sa.tuple_(t.c.api_key_id, t.c.key).in_(list(lost)))
+            )
+        }
+        if lost
+        else {}
     )
-    if row is None:
-        return None  # released a moment ago: claim it afresh
-    if row.request_digest != digest:
-        raise ApiError(
-            422,
-            ErrorCode.IDEMPOTENCY_KEY_REUSED,
-            "this Idempotency-Key was used with a different request",
-        )
-    if row.response_status is not None:
-        return Replay(row.response_status, bytes(row.response_body or b""))
-    if row.locked_until_us > now:
-        raise _in_flight()
-    stale = row.claim
-    taken = run_write(
-        engine,
-        lambda conn: (
-            conn.execute(
+    outcomes: list[Proceed | Replay | ApiError] = []
+    for request, claim in zip(requests, mine, strict=True):
+        if claim in won:
+            outcomes.append(Proceed(claim))
+            continue
+        row = existing.get((request.api_key_id, request.key))
+        if row is None:  # released between the insert and the read: try again later
+            outcomes.append(_in_flight())
+        elif row.request_digest != request.digest:
+            outcomes.append(
+                ApiError(
+                    422,
+                    ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                    "this Idempotency-Key was used with a different request",
+                )
+            )
+        elif row.response_status is not None:
+            outcomes.append(Replay(row.response_status, bytes(row.response_body or b"")))
+        elif row.locked_until_us > now or row.claim in won:
+            outcomes.append(_in_flight())
+        else:
+            # The request that held the key died with its server: take the key over.
+            taken = conn.execute(
                 sa.update(t)
                 .where(
-                    t.c.api_key_id == api_key_id,
-                    t.c.key == key,
-                    t.c.claim == stale,
+                    t.c.api_key_id == request.api_key_id,
+                    t.c.key == request.key,
+                    t.c.claim == row.claim,
                     t.c.response_status.is_(None),
                 )
-                .values(claim=mine, locked_until_us=until)
+                .values(claim=claim, locked_until_us=until)
             ).rowcount
-        ),
-    )
-    return Proceed(mine) if taken == 1 else None
+            if taken == 1:
+                won.add(claim)
+                outcomes.append(Proceed(claim))
+            else:
+                outcomes.append(_in_flight())
+    return outcomes
+
+
+class ClaimBatcher:
+    """Claims of concurrent requests in a process, made together in one transaction by one
+    thread (a request waits for its own outcome). Same answers as one at a time."""
+
+    MAX_BATCH = 256
+
+    def __init__(self, engine: Engine, lease_s: int) -> None:
+        self.engine = engine
+        self.lease_s = lease_s
+        self._queue: queue.Queue[tuple[ClaimRequest, _Waiter] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def claim(self, request: ClaimRequest) -> Proceed | Replay:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="jakartaone-claims", daemon=True
+                )
+                self._thread.start()
+        waiter = _Waiter()
+        self._queue.put((request, waiter))
+        waiter.done.wait()
+        if isinstance(waiter.outcome, BaseException):
+            raise waiter.outcome
+        assert waiter.outcome is not None
+        return waiter.outcome
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                batch.append(more)
+            try:
+                outcomes: list[Any] = claim_many(
+                    self.engine, [request for request, _ in batch], self.lease_s
+                )
+            except BaseException as exc:
+                outcomes = [exc] * len(batch)
+            for (_, waiter), outcome in zip(batch, outcomes, strict=True):
+                waiter.outcome = outcome
+                waiter.done.set()
+
+
+@dataclass
+class _Waiter:
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: Proceed | Replay | BaseException | None = None
 
 
 def _in_flight() -> ApiError:

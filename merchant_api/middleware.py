@@ -11,7 +11,7 @@ import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import anyio.to_thread
@@ -60,7 +60,7 @@ class Gatekeeping:
     keys: KeyCache
     limiter: RateLimiter
     failures: FailureCounter
-    counters: dict[str, Any] = field(default_factory=dict)
+    claims: idempotency.ClaimBatcher
 
 
 MAX_JSON_DEPTH = 32
@@ -236,12 +236,8 @@ class IdempotencyMiddleware:
             _method(scope), scope["path"], scope.get("query_string", b""), body
         )
         outcome = await anyio.to_thread.run_sync(
-            idempotency.claim,
-            ctx.engine,
-            principal.api_key_id,
-            key,
-            digest,
-            ctx.limits.idempotency_lease_s,
+            gatekeeping_of(scope).claims.claim,
+            idempotency.ClaimRequest(principal.api_key_id, key, digest),
         )
         if isinstance(outcome, idempotency.Replay):
             await _send_json(send, outcome.status, outcome.body, replayed=True)
