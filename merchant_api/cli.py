@@ -20,6 +20,7 @@ from litestar import Litestar
 from card_reader.keys import BackOfficeKeys, KeyMaterialError
 from jakartaone.settings import Settings
 from ledger import Ledger, make_engine, run_read, run_write
+from merchant_api import server
 from merchant_api.app import create_app
 from merchant_api.auth import Scope
 from merchant_api.chart import ensure_issuer_accounts
@@ -101,9 +102,7 @@ def _schema_revision(engine: sa.engine.Engine) -> str | None:
 )
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, workers: int | None) -> None:
-    """Run the merchant API under a production ASGI server."""
-    import uvicorn
-
+    """Run the merchant API under a production ASGI server (uvicorn, N processes)."""
     settings = _settings(ctx)
     engine = api_engine(settings.database_url)
     revision = _schema_revision(engine)
@@ -121,18 +120,7 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None) -> None
         if workers > 1:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         click.echo(f"JakartaOne API on http://{host}:{port} ({workers} worker(s))", err=True)
-        uvicorn.run(
-            "merchant_api.cli:asgi_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            loop="uvloop",
-            http="httptools",
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=10,
-        )
+        server.run(host, port, workers)
 
 
 @click.group(name="api-keys")
