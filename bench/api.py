@@ -31,7 +31,7 @@ import httpx
 
 from bench.databases import scratch_database
 from tests.api.cards import SimulatedCard
-from tests.api.live import BIN, ROOT, free_port, start_server
+from tests.api.live import ROOT, free_port, start_server
 
 CARD_FLOAT = 1_000_000
 
@@ -108,6 +108,23 @@ def onboard(base: str, key: str, cards: int) -> tuple[str, str, list[tuple[str, 
         return merchant_key, gate_key, loaded
 
 
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 request on a kept-alive connection; (status, body)."""
+    writer.write(request)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ")[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)
+
+
 async def drive(
     base: str,
     path: str,
@@ -116,36 +133,42 @@ async def drive(
     concurrency: int,
     idempotency: list[str] | None = None,
 ) -> tuple[float, list[float], int]:
-    """POST every body with `concurrency` workers; (seconds, latencies, non-2xx count)."""
+    """POST every body with `concurrency` kept-alive connections (a plain asyncio HTTP/1.1
+    client: a general-purpose client library, not the server, would be the bottleneck);
+    returns (seconds, latencies, non-2xx count)."""
+    host, port = base.removeprefix("http://").split(":")
     latencies: list[float] = []
     failures = 0
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in range(len(bodies)):
         queue.put_nowait(index)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    headers = {"Content-Type": "application/json"}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    async with httpx.AsyncClient(
-        base_url=base, timeout=120, limits=limits, headers=headers
-    ) as client:
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
 
-        async def worker() -> None:
-            nonlocal failures
+    async def worker() -> None:
+        nonlocal failures
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
             while not queue.empty():
                 index = queue.get_nowait()
-                extra = {"Idempotency-Key": idempotency[index]} if idempotency else {}
+                extra = f"Idempotency-Key: {idempotency[index]}\r\n" if idempotency else ""
+                body = bodies[index]
+                request = (
+                    f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{auth}{extra}"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                ).encode() + body
                 started = time.perf_counter()
-                answer = await client.post(path, content=bodies[index], headers=extra)
+                status, answer = await _exchange(reader, writer, request)
                 latencies.append(time.perf_counter() - started)
-                if not 200 <= answer.status_code < 300:
+                if not 200 <= status < 300:
                     failures += 1
                     if failures < 5:
-                        log(f"  {answer.status_code}: {answer.text[:200]}")
+                        log(f"  {status}: {answer[:200]!r}")
+        finally:
+            writer.close()
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.perf_counter() - started, latencies, failures
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started, latencies, failures
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -155,24 +178,12 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def baseline(workers: int, requests: int, concurrency: int, body: bytes) -> float:
     port = free_port()
+    serve = (
+        "from merchant_api.server import run; "
+        f"run('127.0.0.1', {port}, {workers}, app='bench.api_baseline:app', factory=False)"
+    )
     process = subprocess.Popen(
-        [
-            str(BIN / "uvicorn"),
-            "bench.api_baseline:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
+        [sys.executable, "-c", serve],
         cwd=ROOT,
         start_new_session=True,
         stdout=subprocess.DEVNULL,

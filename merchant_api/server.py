@@ -17,7 +17,6 @@ from types import FrameType
 
 APP = "merchant_api.cli:asgi_app"
 _UVICORN_OPTIONS = {
-    "factory": True,
     "loop": "uvloop",
     "http": "httptools",
     "log_level": "warning",
@@ -26,17 +25,20 @@ _UVICORN_OPTIONS = {
 }
 
 
-def run(host: str, port: int, workers: int) -> None:
+def run(host: str, port: int, workers: int, app: str = APP, factory: bool = True) -> None:
+    """Serve `app` (an import string; a factory when `factory`) until SIGTERM or SIGINT."""
     import uvicorn
 
     if workers <= 1 or not hasattr(socket, "SO_REUSEPORT"):
-        uvicorn.run(APP, host=host, port=port, workers=workers, **_UVICORN_OPTIONS)  # type: ignore[arg-type]
+        uvicorn.run(app, host=host, port=port, workers=workers, factory=factory, **_UVICORN_OPTIONS)  # type: ignore[arg-type]
         return
     spawn = multiprocessing.get_context("spawn")
     stopping = threading.Event()
 
     def start() -> multiprocessing.process.BaseProcess:
-        process = spawn.Process(target=_worker, args=(host, port, os.getpid()), daemon=False)
+        process = spawn.Process(
+            target=_worker, args=(host, port, os.getpid(), app, factory), daemon=False
+        )
         process.start()
         return process
 
@@ -60,7 +62,7 @@ def run(host: str, port: int, workers: int) -> None:
             process.kill()
 
 
-def _worker(host: str, port: int, parent: int) -> None:
+def _worker(host: str, port: int, parent: int, app: str, factory: bool) -> None:
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -75,5 +77,5 @@ def _worker(host: str, port: int, parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=orphaned, daemon=True).start()
-    config = uvicorn.Config(APP, **_UVICORN_OPTIONS)  # type: ignore[arg-type]
+    config = uvicorn.Config(app, factory=factory, **_UVICORN_OPTIONS)  # type: ignore[arg-type]
     uvicorn.Server(config).run(sockets=[sock])
