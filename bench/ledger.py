@@ -138,12 +138,15 @@ def _ceiling(
     postgres = engine.dialect.name == "postgresql"
     types = {"uuid": "UUID" if postgres else "TEXT",
              "seq": "BIGSERIAL PRIMARY KEY" if postgres else "INTEGER PRIMARY KEY"}  # fmt: skip
-    raw = engine.raw_connection()
+    raw: Any = engine.raw_connection()
     try:
         cursor = raw.cursor()
         for ddl in CEILING_DDL:
             cursor.execute(ddl.format(**types))
-        key = (lambda u: u) if postgres else (lambda u: u.hex)
+
+        def key(u: uuid.UUID) -> Any:
+            return u if postgres else u.hex
+
         accounts = [(key(a), 0, 0) for a in [*cards, *merchants, hot]]
         if postgres:
             with cursor.copy("COPY ceiling_accounts FROM STDIN") as copy:

@@ -179,8 +179,9 @@ class CardKeys:
         return f"CardKeys({REDACTED})"
 
 
-def _env_key(environ: Mapping[str, str], name: str) -> bytes:
-    value = environ.get(name)
+def key_from_env(name: str, environ: Mapping[str, str] | None = None) -> bytes:
+    """An AES-128 key from the environment variable `name` (hex)."""
+    value = (os.environ if environ is None else environ).get(name)
     if not value:
         raise KeyMaterialError("key_missing", f"{name} is not set")
     return key_from_hex(value, name)
@@ -217,7 +218,9 @@ class BackOfficeKeys:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BackOfficeKeys:
         """From JAKARTAONE_CERTIFICATE_MASTER_KEY and JAKARTAONE_LOAD_MASTER_KEY (hex)."""
         env = os.environ if environ is None else environ
-        return cls(_env_key(env, ENV_CERTIFICATE_MASTER_KEY), _env_key(env, ENV_LOAD_MASTER_KEY))
+        return cls(
+            key_from_env(ENV_CERTIFICATE_MASTER_KEY, env), key_from_env(ENV_LOAD_MASTER_KEY, env)
+        )
 
     def certificate_key(self, card_serial: bytes) -> bytes:
         return card_key(self.certificate_master, card_serial, KeyRole.CERTIFICATE)
@@ -336,7 +339,7 @@ class SoftwareSam:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SoftwareSam:
         env = os.environ if environ is None else environ
-        return cls(_env_key(env, ENV_AUTHENTICATION_MASTER_KEY))
+        return cls(key_from_env(ENV_AUTHENTICATION_MASTER_KEY, env))
 
     def open_session(self, card_serial: bytes, card_challenge: bytes) -> SoftwareSamSession:
         key = card_key(self._master, card_serial, KeyRole.AUTHENTICATION)

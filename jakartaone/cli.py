@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from card_reader.cli import card, gate, keys, terminal
+from jakartaone.demo import demo
 from jakartaone.ledger_commands import db, ledger
 from jakartaone.settings import Settings
 from merchant_api.cli import api_keys, serve
@@ -26,9 +28,14 @@ def main(ctx: click.Context, database_url: str | None) -> None:
 
 
 main.add_command(db)
+main.add_command(demo)
 main.add_command(ledger)
 main.add_command(serve)
 main.add_command(api_keys)
+main.add_command(keys)
+main.add_command(card)
+main.add_command(gate)
+main.add_command(terminal)
 
 
 if __name__ == "__main__":

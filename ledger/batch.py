@@ -29,16 +29,22 @@ import random
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ledger import schema
 from ledger.codes import ResultCode
-from ledger.db import AnyRow, RetryTransaction, is_sqlite
+from ledger.db import RetryTransaction
 from ledger.journal import canonical_metadata, content_hash
 from ledger.rules import request_problem
+from ledger.store import (
+    Reads,
+    Store,
+    TransferRow,
+    Writes,
+    store_for,
+)
 from ledger.types import (
     AccountStatus,
     BatchMode,
@@ -146,186 +152,162 @@ def apply_batch(
     bounded_cache: dict[uuid.UUID, bool],
 ) -> list[TransferResult]:
     """Decide and write `requests` in the caller's transaction; one result per request."""
-    loaded = _load(conn, requests, bounded_cache)
-    results: list[TransferResult] = []
+    store = store_for(conn)
+    loaded = _load(store, requests, bounded_cache)
     outcome = Outcome()
     in_batch: dict[uuid.UUID, Recorded] = {}
-    for request in requests:
+    decided: list[tuple[ResultCode, Recorded] | Refused] = []
+    for index, request in enumerate(requests):
         try:
             recorded = _decide(request, loaded, in_batch, outcome, clock)
         except Refused as refusal:
-            results.append(TransferResult(request.id, refusal.code, refusal.detail))
             if mode is BatchMode.LINKED:
-                return _fail_linked(requests, results)
+                return _fail_linked(requests, index, refusal)
+            decided.append(refusal)
             continue
         if recorded.seq is not None or recorded.id in in_batch:
-            # Already recorded (before this batch, or earlier in it): the original result.
-            results.append(TransferResult(request.id, ResultCode.EXISTS, "", recorded.seq))
-            continue
-        in_batch[recorded.id] = recorded
-        outcome.applied.append(recorded)
-        results.append(TransferResult(request.id, ResultCode.OK))
-    seqs = _write(conn, outcome, loaded)
-    return [_with_record(r, in_batch, loaded.existing, seqs) for r in results]
+            # Recorded before this batch, or earlier in it: the original result.
+            decided.append((ResultCode.EXISTS, recorded))
+        else:
+            in_batch[recorded.id] = recorded
+            outcome.applied.append(recorded)
+            decided.append((ResultCode.OK, recorded))
+    seqs = _write(store, outcome, loaded)
+    results = []
+    for request, decision in zip(requests, decided, strict=True):
+        if isinstance(decision, Refused):
+            results.append(TransferResult(request.id, decision.code, decision.detail))
+        else:
+            code, recorded = decision
+            seq = recorded.seq if recorded.seq is not None else seqs[recorded.id]
+            results.append(TransferResult(request.id, code, "", seq, recorded.timestamp_us))
+    return results
 
 
 def _fail_linked(
-    requests: Sequence[Request], results: list[TransferResult]
+    requests: Sequence[Request], failed_at: int, refusal: Refused
 ) -> list[TransferResult]:
     """All or nothing: the failing request keeps its code, every other one is refused too."""
-    failed_at = len(results) - 1
-    failed = results[failed_at]
+    failed_id = requests[failed_at].id
     return [
-        failed
+        TransferResult(r.id, refusal.code, refusal.detail)
         if i == failed_at
-        else TransferResult(r.id, ResultCode.LINKED_EVENT_FAILED, f"linked with {failed.id}")
+        else TransferResult(r.id, ResultCode.LINKED_EVENT_FAILED, f"linked with {failed_id}")
         for i, r in enumerate(requests)
     ]
-
-
-def _with_record(
-    result: TransferResult,
-    in_batch: dict[uuid.UUID, Recorded],
-    existing: dict[uuid.UUID, Recorded],
-    seqs: dict[uuid.UUID, int],
-) -> TransferResult:
-    if not result.code.succeeded:
-        return result
-    recorded = existing.get(result.id) or in_batch[result.id]
-    seq = recorded.seq if recorded.seq is not None else seqs[result.id]
-    return replace(result, seq=seq, timestamp_us=recorded.timestamp_us)
 
 
 # --- Reading -------------------------------------------------------------------------
 
 
 def _load(
-    conn: Connection, requests: Sequence[Request], bounded_cache: dict[uuid.UUID, bool]
+    store: Store, requests: Sequence[Request], bounded_cache: dict[uuid.UUID, bool]
 ) -> Loaded:
-    ids = {r.id for r in requests}
-    existing = _load_transfers(conn, ids)
+    """Everything the batch decides on, in as few round trips as the data allows.
+
+    The first read asks for the requests' own ids, their pending and linked transfers,
+    and the accounts their postings name (cached bounded ones already under lock). A
+    second read follows only when the first found something it could not know to ask
+    for: a retried request's pending transfer, a pending transfer's accounts, or
+    accounts seen for the first time that turned out to be bounded and must be locked.
+    """
+    request_ids = {r.id for r in requests}
     pending_ids = {r.pending_id for r in requests if not isinstance(r, Transfer)}
-    pending_ids |= {t.pending_id for t in existing.values() if t.pending_id is not None}
-    pendings = _load_transfers(conn, pending_ids)
-    resolutions = _load_resolutions(conn, set(pendings))
     linked_ids = {r.linked_id for r in requests if isinstance(r, Transfer) and r.linked_id}
-    linked = _existing_ids(conn, linked_ids) if linked_ids else set()
-    account_ids = {p.account_id for r in requests if isinstance(r, Transfer) for p in r.postings}
-    account_ids |= {
+    account_ids = {
         p.account_id
         for r in requests
-        if isinstance(r, PostPending) and r.postings
+        if isinstance(r, (Transfer, PostPending)) and r.postings
         for p in r.postings
     }
-    account_ids |= {a for t in pendings.values() for a, _ in t.legs}
-    accounts = _load_accounts(conn, account_ids, bounded_cache)
-    return Loaded(existing, pendings, resolutions, linked, accounts)
+    transfers: dict[uuid.UUID, Recorded] = {}
+    resolutions: dict[uuid.UUID, Phase] = {}
+    accounts: dict[uuid.UUID, AccountRow] = {}
+    reads = Reads(
+        transfers=request_ids | pending_ids | linked_ids,
+        resolutions=pending_ids,
+        **_account_reads(account_ids, bounded_cache),
+    )
+    while reads.transfers or reads.accounts or reads.locked_accounts:
+        found = store.read(reads)
+        transfers |= _recorded(found.transfers)
+        resolutions |= {pid: Phase(phase) for pid, phase in found.resolutions}
+        newly_bounded = set()
+        for row in found.accounts:
+            account = _account_row(row)
+            if account.bounded and account.id not in reads.locked_accounts:
+                newly_bounded.add(account.id)  # read unlocked: lock and read it again
+            else:
+                accounts[account.id] = account
+            bounded_cache[account.id] = account.bounded
+        asked = {*reads.accounts, *reads.locked_accounts}
+        retried_pendings = {
+            pid
+            for i in request_ids & transfers.keys()
+            if (pid := transfers[i].pending_id) is not None and pid not in transfers
+        } - pending_ids
+        pending_ids |= retried_pendings
+        leg_accounts = (
+            {a for i in pending_ids & transfers.keys() for a, _ in transfers[i].legs}
+            - asked
+            - accounts.keys()
+        )
+        more = _account_reads(leg_accounts, bounded_cache)
+        reads = Reads(
+            transfers=retried_pendings,
+            resolutions=retried_pendings,
+            accounts=more["accounts"],
+            locked_accounts=newly_bounded | more["locked_accounts"],
+        )
+    existing = {i: transfers[i] for i in request_ids & transfers.keys()}
+    pendings = {i: transfers[i] for i in pending_ids & transfers.keys()}
+    return Loaded(existing, pendings, resolutions, linked_ids & transfers.keys(), accounts)
 
 
-def _load_transfers(conn: Connection, ids: set[uuid.UUID]) -> dict[uuid.UUID, Recorded]:
-    if not ids:
-        return {}
-    t, p = schema.transfers, schema.postings
-    rows = conn.execute(
-        sa.select(t, p.c.leg, p.c.account_id, p.c.amount)
-        .select_from(t.outerjoin(p, p.c.transfer_id == t.c.id))
-        .where(t.c.id.in_(ids))
-        .order_by(t.c.seq, p.c.leg)
-    ).all()
+def _account_reads(
+    ids: set[uuid.UUID], bounded_cache: dict[uuid.UUID, bool]
+) -> dict[str, set[uuid.UUID]]:
+    """Split account ids into those to read plainly and those (known bounded) to lock."""
+    locked = {i for i in ids if bounded_cache.get(i) is True}
+    return {"accounts": ids - locked, "locked_accounts": locked}
+
+
+def _recorded(rows: list[tuple[Any, ...]]) -> dict[uuid.UUID, Recorded]:
+    """Transfers from store rows (one per leg, in seq and leg order)."""
     legs: dict[uuid.UUID, list[Leg]] = defaultdict(list)
-    first: dict[uuid.UUID, AnyRow] = {}
+    first: dict[uuid.UUID, tuple[Any, ...]] = {}
     for row in rows:
-        first.setdefault(row.id, row)
-        if row.account_id is not None:
-            legs[row.id].append((row.account_id, row.amount))
+        first.setdefault(row[1], row)
+        if row[11] is not None:
+            legs[row[1]].append((row[11], row[12]))
     return {
         tid: Recorded(
             id=tid,
-            kind=row.kind,
-            phase=Phase(row.phase),
-            currency=row.currency,
-            pending_id=row.pending_id,
-            linked_id=row.linked_id,
-            timeout_s=row.timeout_s,
-            metadata_json=row.metadata,
-            timestamp_us=row.timestamp_us,
+            kind=row[2],
+            phase=Phase(row[3]),
+            currency=row[4],
+            pending_id=row[5],
+            linked_id=row[6],
+            timeout_s=row[7],
+            metadata_json=row[8],
+            timestamp_us=row[9],
             legs=tuple(legs[tid]),
-            seq=row.seq,
+            seq=row[0],
         )
         for tid, row in first.items()
     }
 
 
-def _load_resolutions(conn: Connection, pending_ids: set[uuid.UUID]) -> dict[uuid.UUID, Phase]:
-    if not pending_ids:
-        return {}
-    t = schema.transfers
-    rows = conn.execute(sa.select(t.c.pending_id, t.c.phase).where(t.c.pending_id.in_(pending_ids)))
-    return {row.pending_id: Phase(row.phase) for row in rows}
-
-
-def _existing_ids(conn: Connection, ids: set[uuid.UUID]) -> set[uuid.UUID]:
-    t = schema.transfers
-    return set(conn.execute(sa.select(t.c.id).where(t.c.id.in_(ids))).scalars())
-
-
-def _load_accounts(
-    conn: Connection, ids: set[uuid.UUID], bounded_cache: dict[uuid.UUID, bool]
-) -> dict[uuid.UUID, AccountRow]:
-    """Read the named accounts, locking the bounded ones (in id order, against deadlock)."""
-    if not ids:
-        return {}
-    a = schema.accounts
-    columns = (
-        a.c.id,
-        a.c.currency,
-        a.c.status,
-        a.c.debits_must_not_exceed_credits,
-        a.c.credits_must_not_exceed_debits,
-        a.c.max_balance,
-        a.c.shards,
-        a.c.debits_posted,
-        a.c.credits_posted,
-        a.c.debits_pending,
-        a.c.credits_pending,
-    )
-    found: dict[uuid.UUID, AccountRow] = {}
-    if is_sqlite(conn):
-        # BEGIN IMMEDIATE already holds the database's one writer lock.
-        unlocked, to_lock = ids, set()
-    else:
-        to_lock = {i for i in ids if bounded_cache.get(i) is True}
-        unlocked = ids - to_lock
-    if unlocked:
-        for row in conn.execute(sa.select(*columns).where(a.c.id.in_(unlocked))):
-            account = _account_row(row)
-            bounded_cache[account.id] = account.bounded
-            if account.bounded and not is_sqlite(conn):
-                to_lock.add(account.id)
-            else:
-                found[account.id] = account
-    if to_lock:
-        locked = conn.execute(
-            sa.select(*columns).where(a.c.id.in_(to_lock)).order_by(a.c.id).with_for_update()
-        )
-        for row in locked:
-            found[row.id] = _account_row(row)
-    return found
-
-
-def _account_row(row: AnyRow) -> AccountRow:
-    m = row._mapping
+def _account_row(row: tuple[Any, ...]) -> AccountRow:
     return AccountRow(
-        id=m["id"],
-        currency=m["currency"],
-        status=AccountStatus(m["status"]),
-        debits_must_not_exceed_credits=m["debits_must_not_exceed_credits"],
-        credits_must_not_exceed_debits=m["credits_must_not_exceed_debits"],
-        max_balance=m["max_balance"],
-        shards=m["shards"],
-        balance=Balance(
-            m["debits_posted"], m["credits_posted"], m["debits_pending"], m["credits_pending"]
-        ),
+        id=row[0],
+        currency=row[1],
+        status=AccountStatus(row[2]),
+        debits_must_not_exceed_credits=row[3],
+        credits_must_not_exceed_debits=row[4],
+        max_balance=row[5],
+        shards=row[6],
+        balance=Balance(row[7], row[8], row[9], row[10]),
     )
 
 
@@ -343,7 +325,7 @@ def _decide(
     problem = request_problem(request)
     if problem:
         raise Refused(*problem)
-    wanted = _intended(request, loaded, in_batch)
+    wanted = _intended(request, loaded, in_batch, clock())
     prior = loaded.existing.get(request.id) or in_batch.get(request.id)
     if prior is not None:
         difference = _first_difference(wanted, prior)
@@ -363,51 +345,52 @@ def _decide(
         loaded.resolutions[wanted.pending_id] = wanted.phase
     reservation = wanted.pending_id or (request.id if wanted.phase is Phase.PENDING else None)
     outcome.effects.append((effects, reservation))
-    return replace(wanted, timestamp_us=clock())
+    return wanted
 
 
-def _intended(request: Request, loaded: Loaded, in_batch: dict[uuid.UUID, Recorded]) -> Recorded:
-    """The request in the journal's own terms (legs as signed amounts), without a time."""
+def _intended(
+    request: Request, loaded: Loaded, in_batch: dict[uuid.UUID, Recorded], timestamp_us: int
+) -> Recorded:
+    """The request in the journal's own terms (legs as signed amounts), stamped."""
     meta = canonical_metadata(request.metadata)
     if isinstance(request, Transfer):
         legs = tuple((p.account_id, p.signed_amount) for p in request.postings)
-        accounts = [loaded.accounts.get(a) for a, _ in legs]
-        currency = accounts[0].currency if accounts and accounts[0] else ""
+        first = loaded.accounts.get(legs[0][0])
         phase = Phase.PENDING if request.pending else Phase.POSTED
         return Recorded(
-            request.id,
-            request.kind,
-            phase,
-            currency,
-            None,
-            request.linked_id,
-            request.timeout_s,
-            meta,
-            0,
-            legs,
+            id=request.id,
+            kind=request.kind,
+            phase=phase,
+            currency=first.currency if first else "",
+            pending_id=None,
+            linked_id=request.linked_id,
+            timeout_s=request.timeout_s,
+            metadata_json=meta,
+            timestamp_us=timestamp_us,
+            legs=legs,
         )
     pending = loaded.pendings.get(request.pending_id) or in_batch.get(request.pending_id)
-    kind = pending.kind if pending else ""
-    currency = pending.currency if pending else ""
     if isinstance(request, PostPending):
+        phase = Phase.POST_PENDING
         if request.postings is None:
             legs = pending.legs if pending else ()
         else:
             legs = tuple((p.account_id, p.signed_amount) for p in request.postings)
-        return Recorded(
-            request.id,
-            kind,
-            Phase.POST_PENDING,
-            currency,
-            request.pending_id,
-            None,
-            0,
-            meta,
-            0,
-            legs,
-        )
-    phase = Phase.VOID_PENDING if isinstance(request, VoidPending) else Phase.EXPIRE_PENDING
-    return Recorded(request.id, kind, phase, currency, request.pending_id, None, 0, meta, 0, ())
+    else:
+        phase = Phase.VOID_PENDING if isinstance(request, VoidPending) else Phase.EXPIRE_PENDING
+        legs = ()
+    return Recorded(
+        id=request.id,
+        kind=pending.kind if pending else "",
+        phase=phase,
+        currency=pending.currency if pending else "",
+        pending_id=request.pending_id,
+        linked_id=None,
+        timeout_s=0,
+        metadata_json=meta,
+        timestamp_us=timestamp_us,
+        legs=legs,
+    )
 
 
 def _first_difference(wanted: Recorded, prior: Recorded) -> ResultCode | None:
@@ -559,7 +542,7 @@ def _check_bounds(effects: dict[uuid.UUID, Deltas], accounts: dict[uuid.UUID, Ac
 # --- Writing -------------------------------------------------------------------------
 
 
-def _write(conn: Connection, outcome: Outcome, loaded: Loaded) -> dict[uuid.UUID, int]:
+def _write(store: Store, outcome: Outcome, loaded: Loaded) -> dict[uuid.UUID, int]:
     """Write the applied transfers; returns their seqs.
 
     Order matters: postings first (their transfer's insert trigger checks them), then
@@ -569,57 +552,49 @@ def _write(conn: Connection, outcome: Outcome, loaded: Loaded) -> dict[uuid.UUID
     applied = outcome.applied
     if not applied:
         return {}
-    posting_rows = [
-        {"transfer_id": t.id, "leg": leg, "account_id": a, "currency": t.currency, "amount": amt}
-        for t in applied
-        for leg, (a, amt) in enumerate(t.legs)
-    ]
-    if posting_rows:
-        conn.execute(sa.insert(schema.postings), posting_rows)
-    _write_balances(conn, outcome.effects, loaded.accounts)
-    _recheck_status(conn, outcome.needs_open, loaded.accounts)
-    transfer_rows = [_transfer_row(t) for t in applied]
-    inserted = conn.execute(
-        sa.insert(schema.transfers).returning(
-            schema.transfers.c.id, schema.transfers.c.seq, sort_by_parameter_order=True
-        ),
-        transfer_rows,
+    bounded, shard_deltas = _balance_writes(outcome.effects, loaded.accounts)
+    writes = Writes(
+        postings=[
+            (t.id, leg, account_id, t.currency, amount)
+            for t in applied
+            for leg, (account_id, amount) in enumerate(t.legs)
+        ],
+        bounded=bounded,
+        shard_deltas=shard_deltas,
+        recheck=sorted(outcome.needs_open),
+        transfers=[_transfer_row(t) for t in applied],
     )
-    return {row.id: row.seq for row in inserted}
+    seqs, statuses = store.write(writes)
+    _recheck_status(statuses, loaded.accounts)
+    return seqs
 
 
-def _transfer_row(t: Recorded) -> dict[str, object]:
-    return {
-        "id": t.id,
-        "kind": t.kind,
-        "phase": t.phase.value,
-        "currency": t.currency,
-        "pending_id": t.pending_id,
-        "linked_id": t.linked_id,
-        "timeout_s": t.timeout_s,
-        "metadata": t.metadata_json,
-        "timestamp_us": t.timestamp_us,
-        "content_hash": content_hash(
-            id=t.id,
-            kind=t.kind,
-            phase=t.phase.value,
-            currency=t.currency,
-            pending_id=t.pending_id,
-            linked_id=t.linked_id,
-            timeout_s=t.timeout_s,
-            metadata_json=t.metadata_json,
-            timestamp_us=t.timestamp_us,
-            postings=[(leg, a, amount) for leg, (a, amount) in enumerate(t.legs)],
-        ),
-    }
+def _transfer_row(t: Recorded) -> TransferRow:
+    digest = content_hash(
+        id=t.id,
+        kind=t.kind,
+        phase=t.phase.value,
+        currency=t.currency,
+        pending_id=t.pending_id,
+        linked_id=t.linked_id,
+        timeout_s=t.timeout_s,
+        metadata_json=t.metadata_json,
+        timestamp_us=t.timestamp_us,
+        postings=[(leg, a, amount) for leg, (a, amount) in enumerate(t.legs)],
+    )
+    return (
+        t.id, t.kind, t.phase.value, t.currency, t.pending_id, t.linked_id, t.timeout_s,
+        t.metadata_json, t.timestamp_us, digest,
+    )  # fmt: skip
 
 
-def _write_balances(
-    conn: Connection,
+def _balance_writes(
     effects: list[tuple[dict[uuid.UUID, Deltas], uuid.UUID | None]],
     accounts: dict[uuid.UUID, AccountRow],
-) -> None:
-    """Write the batch's net change to each balance row.
+) -> tuple[
+    list[tuple[uuid.UUID, int, int, int, int]], list[tuple[uuid.UUID, int, int, int, int, int]]
+]:
+    """The batch's net change to each balance row.
 
     A bounded account's single row gets its new absolute values (it is locked). An
     unbounded account's posted deltas go to one shard picked at random for this
@@ -635,7 +610,7 @@ def _write_balances(
             if account.bounded:
                 touched_bounded.add(account_id)
                 continue
-            _add(unbounded[account_id, None], replace(d, debits_pending=0, credits_pending=0))
+            _add(unbounded[account_id, None], Deltas(d.debits_posted, d.credits_posted))
             if reservation is not None:
                 pending_shard = reservation.int % account.shards
                 pending_part = Deltas(0, 0, d.debits_pending, d.credits_pending)
@@ -645,45 +620,22 @@ def _write_balances(
         if shard is None:
             shard = random.randrange(accounts[account_id].shards)  # noqa: S311 - spreading only
         _add(spread[account_id, shard], d)
-    shard_updates = sorted(
-        ((account_id, shard, d) for (account_id, shard), d in spread.items() if d != Deltas()),
-        key=lambda u: (u[0], u[1]),
-    )
-    a, s = schema.accounts, schema.account_balance_shards
-    bounded_rows = [
-        {
-            "b_id": account_id,
-            "b_dp": accounts[account_id].balance.debits_posted,
-            "b_cp": accounts[account_id].balance.credits_posted,
-            "b_dpend": accounts[account_id].balance.debits_pending,
-            "b_cpend": accounts[account_id].balance.credits_pending,
-        }
+    shard_deltas = [
+        (account_id, shard, d.debits_posted, d.credits_posted, d.debits_pending, d.credits_pending)
+        for (account_id, shard), d in sorted(spread.items(), key=lambda item: item[0])
+        if d != Deltas()
+    ]
+    bounded = [
+        (
+            account_id,
+            accounts[account_id].balance.debits_posted,
+            accounts[account_id].balance.credits_posted,
+            accounts[account_id].balance.debits_pending,
+            accounts[account_id].balance.credits_pending,
+        )
         for account_id in sorted(touched_bounded)
     ]
-    if bounded_rows:
-        conn.execute(
-            sa.update(a)
-            .where(a.c.id == sa.bindparam("b_id"))
-            .values(
-                debits_posted=sa.bindparam("b_dp"),
-                credits_posted=sa.bindparam("b_cp"),
-                debits_pending=sa.bindparam("b_dpend"),
-                credits_pending=sa.bindparam("b_cpend"),
-                version=a.c.version + 1,
-            ),
-            bounded_rows,
-        )
-    row0 = [_delta_params(i, d) for i, shard, d in shard_updates if shard == 0]
-    rows_n = [{**_delta_params(i, d), "b_shard": shard} for i, shard, d in shard_updates if shard]
-    if row0:
-        conn.execute(
-            _increment(a, a.c.id == sa.bindparam("b_id")).values(version=a.c.version + 1), row0
-        )
-    if rows_n:
-        condition = sa.and_(
-            s.c.account_id == sa.bindparam("b_id"), s.c.shard == sa.bindparam("b_shard")
-        )
-        conn.execute(_increment(s, condition), rows_n)
+    return bounded, shard_deltas
 
 
 def _add(total: Deltas, d: Deltas) -> None:
@@ -693,43 +645,14 @@ def _add(total: Deltas, d: Deltas) -> None:
     total.credits_pending += d.credits_pending
 
 
-def _delta_params(account_id: uuid.UUID, d: Deltas) -> dict[str, object]:
-    return {
-        "b_id": account_id,
-        "b_dp": d.debits_posted,
-        "b_cp": d.credits_posted,
-        "b_dpend": d.debits_pending,
-        "b_cpend": d.credits_pending,
-    }
-
-
-def _increment(table: sa.Table, condition: sa.ColumnElement[bool]) -> sa.Update:
-    c = table.c
-    return (
-        sa.update(table)
-        .where(condition)
-        .values(
-            debits_posted=c.debits_posted + sa.bindparam("b_dp"),
-            credits_posted=c.credits_posted + sa.bindparam("b_cp"),
-            debits_pending=c.debits_pending + sa.bindparam("b_dpend"),
-            credits_pending=c.credits_pending + sa.bindparam("b_cpend"),
-        )
-    )
-
-
-def _recheck_status(
-    conn: Connection, needs_open: set[uuid.UUID], accounts: dict[uuid.UUID, AccountRow]
-) -> None:
+def _recheck_status(statuses: dict[uuid.UUID, str], accounts: dict[uuid.UUID, AccountRow]) -> None:
     """Retry the batch if an unbounded account changed status while we wrote to it.
 
-    We hold the shard rows we updated; a status change takes all of an account's shard
-    rows first. So either it committed before our UPDATEs and this read sees it, or it
-    waits for our commit and is ordered after us.
+    The statuses were read after our balance UPDATEs, which hold those rows; a status
+    change locks all of an account's rows first. So either it committed before our
+    UPDATEs and this read sees it, or it waits for our commit and is ordered after us.
+    (SQLite needs no recheck: nothing else writes while BEGIN IMMEDIATE holds the lock.)
     """
-    if not needs_open or is_sqlite(conn):
-        return
-    a = schema.accounts
-    statuses = conn.execute(sa.select(a.c.id, a.c.status).where(a.c.id.in_(needs_open)))
-    for account_id, status in statuses:
+    for account_id, status in statuses.items():
         if status != accounts[account_id].status.value:
             raise RetryTransaction(f"account {account_id} became {status}")

@@ -79,19 +79,17 @@ def is_sqlite(conn: Connection | Engine) -> bool:
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, RetryTransaction):
         return True
-    if isinstance(exc, sa.exc.DBAPIError):
-        orig = exc.orig
-        sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-        if sqlstate in _RETRYABLE_SQLSTATES:
-            return True
-        # A unique violation means a concurrent writer inserted the same key first (the
-        # same transfer id, say). Every write here reads before it inserts, so the next
-        # attempt sees that row and answers `exists` (or a named difference) instead.
-        if sqlstate == "23505":
-            return True
-        if "database is locked" in str(orig):
-            return True
-    return False
+    # The driver's own error, whether SQLAlchemy wrapped it or the store raised it raw.
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in _RETRYABLE_SQLSTATES:
+        return True
+    # A unique violation means a concurrent writer inserted the same key first (the same
+    # transfer id, say). Every write here reads before it inserts, so the next attempt
+    # sees that row and answers `exists` (or a named difference) instead.
+    if sqlstate == "23505":
+        return True
+    return "database is locked" in str(orig)
 
 
 def run_write(engine: Engine, work: Callable[[Connection], T]) -> T:

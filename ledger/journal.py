@@ -41,6 +41,8 @@ _WAIT_FOR_WRITERS_S = 30.0
 
 def canonical_metadata(metadata: dict[str, Any]) -> str:
     """The one text form of a metadata object: sorted keys, no spaces, UTF-8."""
+    if not metadata:
+        return "{}"
     return json.dumps(metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -42,6 +42,8 @@ def id_problem(value: uuid.UUID) -> ResultCode | None:
 
 
 def metadata_problem(metadata: Any) -> Problem | None:
+    if metadata == {}:
+        return None
     if not isinstance(metadata, dict):
         return ResultCode.METADATA_INVALID, "metadata must be a JSON object"
     bad = _first_non_json_value(metadata)

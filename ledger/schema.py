@@ -4,11 +4,17 @@ Alembic migrations (migrations/versions) are the only way these tables are made;
 module describes them for queries, and a test proves that the two agree. Every constraint
 is named (batch mode on SQLite drops unnamed CHECKs silently).
 
-The rules the database enforces itself, whatever the application does:
-- accounts: the balance bounds of invariant 2 (CHECK constraints on the balance row).
-- postings and transfers: append-only (triggers refuse UPDATE and DELETE), every transfer
-  balanced with the right number of legs in one currency (triggers at insert), a pending
-  transfer resolved at most once (a unique index on pending_id).
+The rules the database enforces itself, whatever the application does (the triggers are
+in the migration):
+- accounts: the balance bounds of invariant 2 (CHECK constraints on the balance row); an
+  account is never deleted, only closed (trigger).
+- postings: append-only; legs written together balance, in one currency, and name existing
+  accounts of that currency; no leg is added to a transfer already recorded (triggers).
+  These set-based checks stand in for foreign keys, which PostgreSQL checks one row at a
+  time; a posting left without its transfer is found by the verifier instead.
+- transfers: append-only; one that moves money has its legs, in its currency; a resolution
+  names a pending transfer, a post stays within its legs, an expiry comes after the
+  timeout (triggers); a pending transfer is resolved at most once (unique index).
 - journal_blocks: append-only (triggers).
 """
 
@@ -132,30 +138,33 @@ transfers = sa.Table(
     sa.CheckConstraint("length(content_hash) = 32", name="content_hash_length"),
 )
 
-# Invariant 4 in the database: at most one resolution per pending transfer.
-sa.Index("uq_transfers_pending_id", transfers.c.pending_id, unique=True)
+# Invariant 4 in the database: at most one resolution per pending transfer. Both this and
+# the linked_id index are partial: most transfers have neither, and need no index entry.
+sa.Index(
+    "uq_transfers_pending_id",
+    transfers.c.pending_id,
+    unique=True,
+    postgresql_where=sa.text("pending_id IS NOT NULL"),
+    sqlite_where=sa.text("pending_id IS NOT NULL"),
+)
+sa.Index(
+    "ix_transfers_linked_id",
+    transfers.c.linked_id,
+    postgresql_where=sa.text("linked_id IS NOT NULL"),
+    sqlite_where=sa.text("linked_id IS NOT NULL"),
+)
 sa.Index("ix_transfers_timestamp_us", transfers.c.timestamp_us)
 sa.Index("ix_transfers_kind_seq", transfers.c.kind, transfers.c.seq)
-sa.Index("ix_transfers_linked_id", transfers.c.linked_id)
 
 postings = sa.Table(
     "postings",
     metadata,
     sa.Column("transfer_id", sa.Uuid, nullable=False),
     sa.Column("leg", sa.SmallInteger, nullable=False),
-    sa.Column("account_id", sa.Uuid, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("account_id", sa.Uuid, nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("amount", sa.BigInteger, nullable=False),
     sa.PrimaryKeyConstraint("transfer_id", "leg"),
-    # Postings are written before their transfer so that the transfer's insert trigger can
-    # check the legs; the foreign key is therefore checked at commit.
-    sa.ForeignKeyConstraint(
-        ["transfer_id"],
-        ["transfers.id"],
-        name="fk_postings_transfer_id_transfers",
-        deferrable=True,
-        initially="DEFERRED",
-    ),
     sa.CheckConstraint("amount <> 0", name="amount_not_zero"),
     sa.CheckConstraint("leg BETWEEN 0 AND 15", name="leg_range"),
 )

@@ -186,26 +186,17 @@ def _pending_resolutions(conn: Connection) -> Iterator[Violation]:
 
 EXPECTED_GUARDS = {
     "sqlite": {
-        "trg_transfers_no_update",
-        "trg_transfers_no_delete",
-        "trg_postings_no_update",
-        "trg_postings_no_delete",
-        "trg_journal_blocks_no_update",
-        "trg_journal_blocks_no_delete",
-        "trg_postings_before_transfer",
-        "trg_transfers_balanced",
+        "trg_transfers_no_update", "trg_transfers_no_delete", "trg_postings_no_update",
+        "trg_postings_no_delete", "trg_journal_blocks_no_update", "trg_journal_blocks_no_delete",
+        "trg_accounts_no_delete", "trg_postings_checked", "trg_transfers_balanced",
     },
     "postgresql": {
-        "trg_transfers_append_only",
-        "trg_postings_append_only",
-        "trg_journal_blocks_append_only",
-        "trg_transfers_no_truncate",
-        "trg_postings_no_truncate",
-        "trg_journal_blocks_no_truncate",
-        "trg_postings_before_transfer",
+        "trg_transfers_append_only", "trg_postings_append_only", "trg_journal_blocks_append_only",
+        "trg_transfers_no_truncate", "trg_postings_no_truncate", "trg_journal_blocks_no_truncate",
+        "trg_accounts_no_delete", "trg_accounts_no_truncate", "trg_postings_checked",
         "trg_transfers_balanced",
     },
-}
+}  # fmt: skip
 
 
 def _guards(conn: Connection) -> Iterator[Violation]:

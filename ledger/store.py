@@ -1,0 +1,238 @@
+"""The batch's reads and writes, in each database's fastest form.
+
+`ledger.batch` decides; a `Store` fetches what it needs and writes what it decided, in the
+caller's transaction. Both stores run the same statements in the same order; they differ
+only in how rows travel: PostgreSQL gets whole columns as arrays (`unnest`), several
+statements per network round trip (psycopg pipeline mode), and locks taken in a fixed
+order; SQLite gets `executemany` and `json_each` lists, and needs no row locks because
+BEGIN IMMEDIATE already holds its single writer lock.
+
+Lock order on PostgreSQL (why no two batches deadlock): bounded accounts are locked first,
+in id order, when they are read; then, in the write phase, unbounded accounts' primary rows
+in id order and their extra shard rows in (account, shard) order; nothing is locked after
+that except the unique index entry of each new transfer. Every lock is FOR NO KEY UPDATE,
+which does not conflict with the KEY SHARE locks that the postings' foreign keys take.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy.engine import Connection
+
+# Row shapes both stores return (PostgreSQL's ledger_read builds the same arrays).
+TRANSFER_COLUMNS = (
+    "t.seq, t.id, t.kind, t.phase, t.currency, t.pending_id, t.linked_id, t.timeout_s,"
+    " t.metadata, t.timestamp_us, p.leg, p.account_id, p.amount"
+)
+ACCOUNT_COLUMNS = (
+    "id, currency, status, debits_must_not_exceed_credits, credits_must_not_exceed_debits,"
+    " max_balance, shards, debits_posted, credits_posted, debits_pending, credits_pending"
+)
+
+
+PostingRow = tuple[uuid.UUID, int, uuid.UUID, str, int]
+BoundedRow = tuple[uuid.UUID, int, int, int, int]
+ShardDelta = tuple[uuid.UUID, int, int, int, int, int]
+TransferRow = tuple[
+    uuid.UUID, str, str, str, uuid.UUID | None, uuid.UUID | None, int, str, int, bytes
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Writes:
+    """Everything one batch writes, as columns of plain values."""
+
+    postings: list[PostingRow]
+    # Bounded accounts: new absolute (debits_posted, credits_posted, debits_pending,
+    # credits_pending); these rows are already locked.
+    bounded: list[BoundedRow]
+    # Unbounded accounts: (account, shard, four deltas), sorted by (account, shard).
+    shard_deltas: list[ShardDelta]
+    # Unbounded accounts whose status must still be what the batch saw.
+    recheck: list[uuid.UUID]
+    transfers: list[
+        tuple[uuid.UUID, str, str, str, uuid.UUID | None, uuid.UUID | None, int, str, int, bytes]
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """What a batch asks for in one round trip."""
+
+    transfers: Collection[uuid.UUID] = ()  # by id, with their legs
+    resolutions: Collection[uuid.UUID] = ()  # resolutions of these pending ids
+    accounts: Collection[uuid.UUID] = ()  # read without a lock
+    locked_accounts: Collection[uuid.UUID] = ()  # read under a lock, in id order
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    transfers: list[tuple[Any, ...]]  # TRANSFER_COLUMNS, one row per leg, by seq and leg
+    resolutions: list[tuple[uuid.UUID, str]]  # (pending_id, phase)
+    accounts: list[tuple[Any, ...]]  # ACCOUNT_COLUMNS, unlocked then locked
+
+
+class Store(Protocol):
+    def read(self, reads: Reads) -> Found: ...
+
+    def write(self, writes: Writes) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, str]]:
+        """Write a batch; returns each new transfer's seq, and the status of each
+        account in `writes.recheck` as read after the balance updates."""
+
+
+def store_for(conn: Connection) -> Store:
+    if conn.dialect.name == "sqlite":
+        return SqliteStore(conn)
+    return PostgresStore(conn)
+
+
+# SQLite's reads: one JSON list parameter per statement, expanded by json_each.
+SQLITE_TRANSFERS = (
+    f"SELECT {TRANSFER_COLUMNS} FROM transfers t LEFT JOIN postings p ON p.transfer_id = t.id"
+    " WHERE t.id IN (SELECT value FROM json_each(?)) ORDER BY t.seq, p.leg"
+)
+SQLITE_RESOLUTIONS = (
+    "SELECT pending_id, phase FROM transfers WHERE pending_id IN (SELECT value FROM json_each(?))"
+)
+SQLITE_ACCOUNTS = (
+    f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id IN (SELECT value FROM json_each(?))"
+)
+
+
+class PostgresStore:
+    """Reads and writes through ledger_read and ledger_write (see the migration): each is
+    one statement and one network round trip, whatever the batch's size, with the batch
+    travelling as JSON, which both sides encode and decode in C."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._pg: Any = conn.connection.driver_connection
+
+    def _call(self, function: str, payload: dict[str, Any]) -> Any:
+        text = json.dumps(payload, separators=(",", ":"), default=str)
+        row = self._pg.execute(f"SELECT {function}(%s::jsonb)::text", (text,)).fetchone()
+        return json.loads(row[0])
+
+    def read(self, reads: Reads) -> Found:
+        found = self._call(
+            "ledger_read",
+            {
+                "transfers": [str(i) for i in reads.transfers],
+                "resolutions": [str(i) for i in reads.resolutions],
+                "accounts": [str(i) for i in reads.accounts],
+                "locked_accounts": [str(i) for i in reads.locked_accounts],
+            },
+        )
+        transfers = [
+            (
+                r[0],
+                uuid.UUID(r[1]),
+                *r[2:5],
+                _uuid(r[5]),
+                _uuid(r[6]),
+                *r[7:11],
+                _uuid(r[11]),
+                r[12],
+            )
+            for r in found["transfers"]
+        ]
+        resolutions = [(uuid.UUID(r[0]), r[1]) for r in found["resolutions"]]
+        accounts = [(uuid.UUID(r[0]), *r[1:]) for r in found["accounts"]]
+        return Found(transfers, resolutions, accounts)
+
+    def write(self, writes: Writes) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, str]]:
+        ids = {str(t[0]): t[0] for t in writes.transfers}
+        done = self._call(
+            "ledger_write",
+            {
+                "postings": writes.postings,
+                "bounded": writes.bounded,
+                "shards": writes.shard_deltas,
+                "recheck": writes.recheck,
+                "transfers": [(*t[:9], t[9].hex()) for t in writes.transfers],
+            },
+        )
+        seqs = {ids[tid]: seq for tid, seq in done["seqs"]}
+        statuses = {uuid.UUID(aid): status for aid, status in done["statuses"]}
+        return seqs, statuses
+
+
+class SqliteStore:
+    def __init__(self, conn: Connection) -> None:
+        self._db: Any = conn.connection.driver_connection
+
+    def _rows(self, sql: str, ids: Collection[uuid.UUID]) -> list[tuple[Any, ...]]:
+        if not ids:
+            return []
+        return [tuple(row) for row in self._db.execute(sql, (_hex_list(ids),)).fetchall()]
+
+    def read(self, reads: Reads) -> Found:
+        transfers = [_transfer_row(r) for r in self._rows(SQLITE_TRANSFERS, reads.transfers)]
+        resolutions = [
+            (uuid.UUID(r[0]), r[1]) for r in self._rows(SQLITE_RESOLUTIONS, reads.resolutions)
+        ]
+        # No row locks: BEGIN IMMEDIATE already made this the only writer.
+        account_ids = {*reads.accounts, *reads.locked_accounts}
+        accounts = [
+            (uuid.UUID(r[0]), r[1], r[2], bool(r[3]), bool(r[4]), *r[5:])
+            for r in self._rows(SQLITE_ACCOUNTS, account_ids)
+        ]
+        return Found(transfers, resolutions, accounts)
+
+    def write(self, writes: Writes) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, str]]:
+        # Nothing else writes while BEGIN IMMEDIATE holds the lock: no status to recheck.
+        db = self._db
+        db.executemany(
+            "INSERT INTO postings (transfer_id, leg, account_id, currency, amount)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(t.hex, leg, a.hex, c, amount) for t, leg, a, c, amount in writes.postings],
+        )
+        db.executemany(
+            "UPDATE accounts SET debits_posted = ?, credits_posted = ?, debits_pending = ?,"
+            " credits_pending = ?, version = version + 1 WHERE id = ?",
+            [(*values, a.hex) for a, *values in writes.bounded],
+        )
+        db.executemany(
+            "UPDATE accounts SET debits_posted = debits_posted + ?,"
+            " credits_posted = credits_posted + ?, debits_pending = debits_pending + ?,"
+            " credits_pending = credits_pending + ?, version = version + 1 WHERE id = ?",
+            [(*values, a.hex) for a, shard, *values in writes.shard_deltas if shard == 0],
+        )
+        db.executemany(
+            "UPDATE account_balance_shards SET debits_posted = debits_posted + ?,"
+            " credits_posted = credits_posted + ?, debits_pending = debits_pending + ?,"
+            " credits_pending = credits_pending + ? WHERE account_id = ? AND shard = ?",
+            [(*values, a.hex, shard) for a, shard, *values in writes.shard_deltas if shard != 0],
+        )
+        first = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM transfers").fetchone()[0]
+        db.executemany(
+            "INSERT INTO transfers (seq, id, kind, phase, currency, pending_id, linked_id,"
+            " timeout_s, metadata, timestamp_us, content_hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (first + i, t[0].hex, *t[1:4], _hex(t[4]), _hex(t[5]), *t[6:])
+                for i, t in enumerate(writes.transfers)
+            ],
+        )
+        return {t[0]: first + i for i, t in enumerate(writes.transfers)}, {}
+
+
+def _transfer_row(r: Sequence[Any]) -> tuple[Any, ...]:
+    """A TRANSFER_COLUMNS row with its ids as UUIDs (both stores read them as text)."""
+    return (r[0], uuid.UUID(r[1]), *r[2:5], _uuid(r[5]), _uuid(r[6]), *r[7:11], _uuid(r[11]), r[12])
+
+
+def _hex(value: uuid.UUID | None) -> str | None:
+    return value.hex if value is not None else None
+
+
+def _hex_list(ids: Collection[uuid.UUID]) -> str:
+    return json.dumps([i.hex for i in ids])
+
+
+def _uuid(value: str | None) -> uuid.UUID | None:
+    return uuid.UUID(value) if value is not None else None
