@@ -117,4 +117,4 @@ class PayoutController(Controller):
     def mark_paid(
         self, payout_id: FromPath[uuid.UUID], data: JSONBody[PayoutPaid], ctx: Ctx
     ) -> Payout:
-        return settlements.mark_payout_paid(ctx, payout_id, data.bank_reference)
+        return settlements.mark_payout_paid(ctx.engine, payout_id, data.bank_reference)

@@ -482,11 +482,11 @@ def _write(
             )
         )
         if load.card_credit_id is not None:
-            _credit_follows_load(conn, load, status, now)
+            credit_follows_load(conn, load, status, now)
     _quarantine(conn, ctx, items, decided, callers, source, now, day)
 
 
-def _credit_follows_load(conn: Connection, load: Any, status: str, now: int) -> None:
+def credit_follows_load(conn: Connection, load: Any, status: str, now: int) -> None:
     """A card credit is loaded when its load posts, and pending again if it was voided."""
     if status == "posted":
         conn.execute(

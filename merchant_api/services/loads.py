@@ -24,17 +24,17 @@ Guarantees:
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from card_reader.certificate import (
     LoadVerification,
     make_load_cryptogram,
     verify_load_certificate,
 )
-from ledger import Transfer, run_read
+from ledger import Ledger, PostPending, Request, Transfer, VoidPending, run_read, run_write
 from merchant_api import chart, schema
 from merchant_api.auth import Principal
 from merchant_api.context import ApiContext
@@ -310,6 +310,55 @@ def confirm_load(
             422, refusal, "the certificate does not confirm this load; it is kept in quarantine"
         )
     return load_out(ctx, row, serial)
+
+
+def resolve_load(
+    engine: Engine, ledger: Ledger, load_id: uuid.UUID, post: bool
+) -> Literal["posted", "voided"]:
+    """Settle a pending load the card's certificates never settled (the nightly job, once
+    it has decided from the whole chain of the card's certificates whether the card holds
+    the value): post it (`post`) or void it, in a transaction of its own, and commit.
+    Idempotent for the same decision; a load already resolved the other way raises
+    ApiError `load_not_pending`. A card credit carried by the load follows it."""
+
+    def work(conn: Connection) -> Literal["posted", "voided"]:
+        row = conn.execute(sa.select(ld).where(ld.c.id == load_id)).first()
+        if row is None:
+            raise not_found("load")
+        lock_cards(conn, [row.card_id])
+        row = conn.execute(sa.select(ld).where(ld.c.id == load_id)).one()
+        wanted: Literal["posted", "voided"] = "posted" if post else "voided"
+        if row.status != "pending":
+            if row.status == wanted:
+                return wanted
+            raise ApiError(409, ErrorCode.LOAD_NOT_PENDING, f"the load is {row.status}")
+        request: Request = (
+            PostPending(certificates.load_post_id(load_id), load_id)
+            if post
+            else VoidPending(certificates.load_void_id(load_id), load_id)
+        )
+        result = ledger.submit_in(conn, [request])[0]
+        if not result.code.succeeded:
+            raise ledger_refusal(result.code, result.detail)
+        now = now_us()
+        conn.execute(
+            sa.update(ld)
+            .where(ld.c.id == load_id)
+            .values(
+                status=wanted,
+                resolution="nightly",
+                resolution_transfer_id=request.id,
+                resolved_us=now,
+            )
+        )
+        if row.card_credit_id is not None:
+            certificates.credit_follows_load(conn, row, wanted, now)
+        if post:
+            _emit_loaded(conn, conn.execute(sa.select(ld).where(ld.c.id == load_id)).one())
+        return wanted
+
+    result: Literal["posted", "voided"] = run_write(engine, work)
+    return result
 
 
 def _emit_loaded(conn: Connection, load: Any) -> None:

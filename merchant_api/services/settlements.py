@@ -37,7 +37,6 @@ from merchant_api.pagination import page
 from merchant_api.schemas.common import Page
 from merchant_api.schemas.settlements import Payout, Settlement
 from merchant_api.services import webhooks
-from merchant_api.services.transactions import write
 from merchant_api.wib import business_date, now_us, to_datetime
 
 SETTLEMENTS_NAMESPACE = uuid.UUID("a4c9e2f7-18b3-4d56-8e0a-6b2d7f9c1e84")
@@ -192,8 +191,9 @@ def settle_in(conn: Connection, ledger: Ledger, merchant_id: uuid.UUID, day: dat
     return settlement
 
 
-def mark_payout_paid(ctx: ApiContext, payout_id: uuid.UUID, bank_reference: str) -> Payout:
-    """Record that the bank paid a payout (the nightly job, from the bank statement)."""
+def mark_payout_paid(engine: Engine, payout_id: uuid.UUID, bank_reference: str) -> Payout:
+    """Record that the bank paid a payout (the nightly job, from the bank statement), in a
+    transaction of its own; idempotent. Emits `payout.paid` once."""
 
     def work(conn: Connection) -> Payout:
         row = conn.execute(sa.select(p_).where(p_.c.id == payout_id).with_for_update()).first()
@@ -217,7 +217,7 @@ def mark_payout_paid(ctx: ApiContext, payout_id: uuid.UUID, bank_reference: str)
             )
         return payout_out(conn.execute(sa.select(p_).where(p_.c.id == payout_id)).one())
 
-    result: Payout = write(ctx, work)
+    result: Payout = run_write(engine, work)
     return result
 
 

@@ -4,12 +4,17 @@ replacement."""
 
 from __future__ import annotations
 
+import uuid
+
+import pytest
 import sqlalchemy as sa
 
 from ledger import run_read
 from ledger.verify import verify
 from merchant_api import chart, schema
 from merchant_api.context import ApiContext
+from merchant_api.errors import ApiError
+from merchant_api.services.loads import resolve_load
 from tests.api.cards import SimulatedCard
 from tests.api.conftest import World
 from tests.conftest import both_backends
@@ -357,3 +362,24 @@ def test_the_hotlist_is_versioned_and_incremental(world: World) -> None:
     world.issuer.ok(world.issuer.post(f"/v1/cards/{second_id}/block", {"reason": "lost"}), 200)
     assert world.operator.ok(world.operator.get("/v1/hotlist"))["version"] == delta["version"]
     assert first.serial_hex not in str(whole) and second.serial_hex not in str(whole)
+
+
+def test_the_nightly_job_resolves_a_load_the_cards_evidence_left_open(
+    world: World, ctx: ApiContext
+) -> None:
+    card_id, card = world.issue_card()
+    taken = start_load(world, card_id, card, 7_000)
+    card.credit(7_000, bytes.fromhex(taken["cryptogram"]), "POS-1")  # never confirmed
+    never = start_load(world, *world.issue_card(), 3_000)
+    taken_id, never_id = uuid.UUID(taken["id"]), uuid.UUID(never["id"])
+
+    assert resolve_load(ctx.engine, ctx.ledger, taken_id, post=True) == "posted"
+    assert resolve_load(ctx.engine, ctx.ledger, taken_id, post=True) == "posted"
+    assert resolve_load(ctx.engine, ctx.ledger, never_id, post=False) == "voided"
+    with pytest.raises(ApiError) as refused:
+        resolve_load(ctx.engine, ctx.ledger, never_id, post=True)
+    assert refused.value.code == "load_not_pending"
+    posted = world.issuer.ok(world.issuer.get(f"/v1/loads/{taken['id']}"))
+    assert (posted["status"], posted["resolution"]) == ("posted", "nightly")
+    assert card_state(world, card_id)["balance"] == 7_000
+    assert run_read(ctx.engine, verify).ok
