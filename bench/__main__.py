@@ -10,6 +10,7 @@ import importlib
 import sys
 
 BENCHMARKS = {
+    "api": "bench.api",
     "gate": "bench.gate",
     "ledger": "bench.ledger",
 }

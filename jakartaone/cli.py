@@ -8,6 +8,7 @@ from card_reader.cli import card, gate, keys, terminal
 from jakartaone.demo import demo
 from jakartaone.ledger_commands import db, ledger
 from jakartaone.settings import Settings
+from merchant_api.cli import api_keys, serve
 
 
 @click.group()
@@ -29,6 +30,8 @@ def main(ctx: click.Context, database_url: str | None) -> None:
 main.add_command(db)
 main.add_command(demo)
 main.add_command(ledger)
+main.add_command(serve)
+main.add_command(api_keys)
 main.add_command(keys)
 main.add_command(card)
 main.add_command(gate)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///jakartaone.sqlite3"
@@ -12,8 +13,24 @@ class Settings(BaseSettings):
     - database_url: JAKARTAONE_DATABASE_URL. Unset: an SQLite file `jakartaone.sqlite3` in
       the working directory (the embedded default). PostgreSQL:
       `postgresql+psycopg://user@host:5432/dbname`.
+    - api_secret_key: JAKARTAONE_API_SECRET_KEY, hex, at least 32 bytes. The merchant API's
+      root secret (card-serial lookup hashes, sealed raw inputs, webhook signing secrets);
+      `jakartaone serve` refuses to start without it. Never logged.
+    - certificate_master_key / load_master_key: JAKARTAONE_CERTIFICATE_MASTER_KEY and
+      JAKARTAONE_LOAD_MASTER_KEY, hex (16 bytes each, different): the back office's card
+      master keys (docs/card-protocol.md, "Keys"). Never logged, never stored.
+    - api_rate_per_second / api_rate_burst: each API key's token bucket, per server process.
+    - api_key_cache_seconds: how long a server process trusts an API key it looked up.
+    - log_level: the API's structured logs (DEBUG, INFO, WARNING, ERROR).
     """
 
     model_config = SettingsConfigDict(env_prefix="JAKARTAONE_", extra="ignore")
 
     database_url: str = DEFAULT_DATABASE_URL
+    api_secret_key: SecretStr | None = None
+    certificate_master_key: SecretStr | None = None
+    load_master_key: SecretStr | None = None
+    api_rate_per_second: float = 200.0
+    api_rate_burst: int = 400
+    api_key_cache_seconds: float = 1.0
+    log_level: str = "INFO"

@@ -68,6 +68,15 @@ class Ledger:
             raise BatchTooLargeError(f"{len(accounts)} accounts; at most {MAX_BATCH_SIZE}")
         return run_write(self.engine, lambda conn: self._create_accounts(conn, accounts))
 
+    def create_accounts_in(
+        self, conn: Connection, accounts: Sequence[NewAccount]
+    ) -> list[AccountResult]:
+        """Like `create_accounts`, inside a write transaction the caller runs (via
+        `db.run_write`), so that a service can commit its own rows with the accounts."""
+        if len(accounts) > MAX_BATCH_SIZE:
+            raise BatchTooLargeError(f"{len(accounts)} accounts; at most {MAX_BATCH_SIZE}")
+        return self._create_accounts(conn, accounts)
+
     def create_account(self, account: NewAccount) -> None:
         result = self.create_accounts([account])[0]
         if not result.code.succeeded:
@@ -145,6 +154,10 @@ class Ledger:
     def set_max_balance(self, account_id: uuid.UUID, max_balance: int) -> None:
         """Raise or lower a bounded account's maximum (registering a card raises it)."""
         run_write(self.engine, lambda conn: self._set_max_balance(conn, account_id, max_balance))
+
+    def set_max_balance_in(self, conn: Connection, account_id: uuid.UUID, max_balance: int) -> None:
+        """Like `set_max_balance`, inside the caller's write transaction (`db.run_write`)."""
+        self._set_max_balance(conn, account_id, max_balance)
 
     def _set_max_balance(self, conn: Connection, account_id: uuid.UUID, max_balance: int) -> None:
         current = self._lock_account(conn, account_id)

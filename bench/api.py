@@ -1,0 +1,305 @@
+"""`python -m bench api [--json]`: the merchant API under load, over loopback HTTP.
+
+Starts `jakartaone serve` on a scratch PostgreSQL database (2 workers), onboards a
+merchant, a gate operator and cards (not timed), then measures:
+- single card-transaction submissions at concurrency 32 (each a real card-signed
+  certificate, verified, posted to the ledger and committed before the answer);
+- gate batches of 500 certificates;
+- the same load generator against a minimal Litestar endpoint under the same server, as
+  the baseline.
+Last line on stdout: {"card_tx_per_s", "card_tx_p50_ms", "card_tx_p99_ms",
+"batch_certificates_per_s", "baseline_req_per_s", "ratio_to_baseline"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.databases import scratch_database
+from tests.api.cards import SimulatedCard
+from tests.api.live import ROOT, free_port, start_server
+
+CARD_FLOAT = 1_000_000
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def onboard(base: str, key: str, cards: int) -> tuple[str, str, list[tuple[str, SimulatedCard]]]:
+    """A merchant with a POS, an operator with a gate, their keys, and loaded cards."""
+    with httpx.Client(
+        base_url=base, timeout=60, headers={"Authorization": f"Bearer {key}"}
+    ) as client:
+
+        def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            answer = client.post(path, json=body, headers={"Idempotency-Key": str(uuid.uuid4())})
+            answer.raise_for_status()
+            result: dict[str, Any] = answer.json()
+            return result
+
+        merchant = post(
+            "/v1/merchants",
+            {
+                "kind": "merchant",
+                "name": "Bench Mart",
+                "mcc": "5499",
+                "kota": "Jakarta Pusat",
+                "kecamatan": "Gambir",
+                "mdr_bps": 70,
+            },
+        )["id"]
+        operator = post(
+            "/v1/merchants",
+            {
+                "kind": "operator",
+                "name": "Bench Transit",
+                "mcc": "4111",
+                "kota": "Jakarta Pusat",
+                "kecamatan": "Menteng",
+                "mdr_bps": 50,
+            },
+        )["id"]
+        post(
+            "/v1/terminals", {"terminal_code": "BENCH-POS", "merchant_id": merchant, "kind": "pos"}
+        )
+        post(
+            "/v1/terminals",
+            {
+                "terminal_code": "BENCH-GATE",
+                "merchant_id": operator,
+                "kind": "gate",
+                "line": "Bench",
+                "station": "One",
+            },
+        )
+        merchant_key = post("/v1/api-keys", {"scope": "merchant", "merchant_id": merchant})["key"]
+        gate_key = post("/v1/api-keys", {"scope": "gate-operator", "merchant_id": operator})["key"]
+        loaded = []
+        for _ in range(cards):
+            card = SimulatedCard()
+            card_id = post("/v1/cards", {"serial": card.serial_hex})["id"]
+            load = post(
+                "/v1/loads",
+                {
+                    "card_id": card_id,
+                    "amount": CARD_FLOAT,
+                    "channel": "bank_transfer",
+                    "card_counter": 0,
+                },
+            )
+            credit = card.credit(CARD_FLOAT, bytes.fromhex(load["cryptogram"]), "BENCH-POS")
+            post(f"/v1/loads/{load['id']}/confirm", {"certificate": credit.to_json()})
+            loaded.append((card_id, card))
+        return merchant_key, gate_key, loaded
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 request on a kept-alive connection; (status, body)."""
+    writer.write(request)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ")[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)
+
+
+async def drive(
+    base: str,
+    path: str,
+    bodies: list[bytes],
+    key: str | None,
+    concurrency: int,
+    idempotency: list[str] | None = None,
+) -> tuple[float, list[float], int]:
+    """POST every body with `concurrency` kept-alive connections (a plain asyncio HTTP/1.1
+    client: a general-purpose client library, not the server, would be the bottleneck);
+    returns (seconds, latencies, non-2xx count)."""
+    host, port = base.removeprefix("http://").split(":")
+    latencies: list[float] = []
+    failures = 0
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(len(bodies)):
+        queue.put_nowait(index)
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+
+    async def worker() -> None:
+        nonlocal failures
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while not queue.empty():
+                index = queue.get_nowait()
+                extra = f"Idempotency-Key: {idempotency[index]}\r\n" if idempotency else ""
+                body = bodies[index]
+                request = (
+                    f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{auth}{extra}"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                ).encode() + body
+                started = time.perf_counter()
+                status, answer = await _exchange(reader, writer, request)
+                latencies.append(time.perf_counter() - started)
+                if not 200 <= status < 300:
+                    failures += 1
+                    if failures < 5:
+                        log(f"  {status}: {answer[:200]!r}")
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started, latencies, failures
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def baseline(workers: int, requests: int, concurrency: int, body: bytes) -> float:
+    port = free_port()
+    serve = (
+        "from merchant_api.server import run; "
+        f"run('127.0.0.1', {port}, {workers}, app='bench.api_baseline:app', factory=False)"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", serve],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.post(f"{base}/echo", json={}, timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        asyncio.run(drive(base, "/echo", [body] * 200, None, concurrency))  # warm up
+        seconds, _, failures = asyncio.run(
+            drive(base, "/echo", [body] * requests, None, concurrency)
+        )
+        if failures:
+            log(f"baseline: {failures} failures")
+        return requests / seconds
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench api")
+    parser.add_argument("--json", action="store_true", help="print only the JSON line on stdout")
+    parser.add_argument("--transactions", type=int, default=4_000)
+    parser.add_argument("--batches", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--cards", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    with scratch_database("postgresql") as url, tempfile.TemporaryDirectory() as folder:
+        server = start_server(
+            url,
+            Path(folder) / "server.log",
+            workers=args.workers,
+            JAKARTAONE_API_RATE_PER_SECOND="1000000",
+            JAKARTAONE_API_RATE_BURST="1000000",
+        )
+        try:
+            key = server.issuer_key()
+            log(f"onboarding {args.cards} cards (not timed)")
+            merchant_key, gate_key, cards = onboard(server.url, key, args.cards)
+            amount = 1_000
+            singles = []
+            for index in range(args.transactions):
+                _, card = cards[index % len(cards)]
+                singles.append(
+                    json.dumps(card.debit(amount, "BENCH-POS", index).to_json()).encode()
+                )
+            batches, batch_ids = [], []
+            per_card = args.batch_size // len(cards) + 1
+            seq = 0
+            for _ in range(args.batches):
+                certificates: list[dict[str, Any]] = []
+                for _card_id, card in cards:
+                    for _ in range(per_card):
+                        if len(certificates) < args.batch_size:
+                            seq += 1
+                            certificates.append(card.debit(100, "BENCH-GATE", seq).to_json())
+                batch_id = str(uuid.uuid4())
+                batch_ids.append(batch_id)
+                batches.append(
+                    json.dumps(
+                        {
+                            "batch_id": batch_id,
+                            "terminal_id": "BENCH-GATE",
+                            "first_terminal_seq": certificates[0]["terminal_seq"],
+                            "last_terminal_seq": certificates[-1]["terminal_seq"],
+                            "certificates": certificates,
+                        }
+                    ).encode()
+                )
+            needed = args.transactions * amount + args.batches * args.batch_size * 100
+            assert needed <= len(cards) * CARD_FLOAT, "load the cards with more value"
+
+            log(f"{args.transactions} card transactions at concurrency {args.concurrency}")
+            seconds, latencies, failures = asyncio.run(
+                drive(
+                    server.url,
+                    "/v1/card-transactions",
+                    singles,
+                    merchant_key,
+                    args.concurrency,
+                    [str(uuid.uuid4()) for _ in singles],
+                )
+            )
+            card_tx_per_s = args.transactions / seconds
+            log(f"  {card_tx_per_s:.0f}/s, {failures} failures")
+
+            log(f"{args.batches} gate batches of {args.batch_size}")
+            batch_seconds, _, batch_failures = asyncio.run(
+                drive(server.url, "/v1/gate-batches", batches, gate_key, 2, batch_ids)
+            )
+            batch_rate = args.batches * args.batch_size / batch_seconds
+            log(f"  {batch_rate:.0f} certificates/s, {batch_failures} failures")
+        finally:
+            server.stop()
+
+    log("baseline: a minimal Litestar endpoint under the same server")
+    baseline_rate = baseline(args.workers, args.transactions, args.concurrency, singles[0])
+    log(f"  {baseline_rate:.0f}/s")
+    result = {
+        "card_tx_per_s": round(card_tx_per_s, 1),
+        "card_tx_p50_ms": round(statistics.median(latencies) * 1000, 2),
+        "card_tx_p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        "batch_certificates_per_s": round(batch_rate, 1),
+        "baseline_req_per_s": round(baseline_rate, 1),
+        "ratio_to_baseline": round(card_tx_per_s / baseline_rate, 3),
+        "failures": failures + batch_failures,
+    }
+    print(json.dumps(result))
+    return 0 if failures + batch_failures == 0 else 1

@@ -1,0 +1,106 @@
+"""Single card-transaction submissions, coalesced: the requests that arrive together are
+decided and committed in one database transaction, each still answered on its own.
+
+Terminals submit one certificate per request, hundreds a second. Each request in its own
+transaction would pay a full round of locks, statements and a commit; here one thread
+per process takes every submission waiting in its queue (up to `MAX_BATCH`) and runs them
+through `transactions.submit_many` together, the way a database groups commits.
+
+Guarantees (the same as one at a time):
+- Every request is answered only after the transaction holding it has committed; its
+  Idempotency-Key record is completed in that same transaction, so a retry replays it.
+- Each certificate is decided on its own (posted, duplicate, quarantined); the requests
+  share only the transaction. If that transaction fails, every request in it fails with
+  the same error (nothing of any of them was written) and each retry converges.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import uuid
+from dataclasses import dataclass, field
+
+from merchant_api.auth import Principal
+from merchant_api.context import ApiContext
+from merchant_api.errors import ApiError
+from merchant_api.services import transactions
+from merchant_api.services.certificates import Submitted
+
+MAX_BATCH = 128
+
+
+@dataclass
+class Job:
+    """One submission waiting for its answer: (status, JSON body) or an error."""
+
+    principal: Principal
+    item: Submitted
+    claim: tuple[uuid.UUID, str, uuid.UUID] | None  # api key id, Idempotency-Key, claim
+    done: threading.Event = field(default_factory=threading.Event)
+    answer: tuple[int, bytes] | None = None
+    error: BaseException | None = None
+
+
+class Coalescer:
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, job: Job) -> tuple[int, bytes]:
+        self._ensure_running()
+        self._queue.put(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        assert job.answer is not None
+        return job.answer
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+
+    def _ensure_running(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="jakartaone-coalescer", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            jobs = [first]
+            while len(jobs) < MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                jobs.append(more)
+            self._process(jobs)
+
+    def _process(self, jobs: list[Job]) -> None:
+        try:
+            answers = transactions.submit_many(
+                self.ctx, [(job.principal, job.item, job.claim) for job in jobs]
+            )
+            for job, answer in zip(jobs, answers, strict=True):
+                if isinstance(answer, ApiError):
+                    job.error = answer
+                else:
+                    job.answer = answer
+        except BaseException as exc:
+            for job in jobs:
+                job.error = exc
+        finally:
+            for job in jobs:
+                job.done.set()

@@ -1,0 +1,1 @@
+"""HTTP routes: thin controllers that parse, call one service function and answer."""

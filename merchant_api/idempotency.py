@@ -1,0 +1,321 @@
+"""Idempotency-Key: a retried POST replays the first answer instead of acting twice.
+
+Guarantees (docs/api.md, "Idempotency"):
+- Every POST needs an `Idempotency-Key` (1 to 255 printable ASCII characters). Keys are
+  scoped to the API key that sent them: two callers never collide.
+- The first request with a key claims it; the answer it gets (any status below 500) is
+  stored with the key and replayed, byte for byte, to every retry with the same method,
+  path and body (`Idempotent-Replayed: true`).
+- The same key with a different method, path or body is refused: 422
+  `idempotency_key_reused`. A retry while the first request is still running: 409
+  `idempotency_request_in_flight`.
+- A 5xx answer (the database was down, say) is not stored: the key is released and a retry
+  runs the request again. A request whose server died holds the key only for the lease
+  (`Limits.idempotency_lease_s`); after that a retry takes the key over and runs again.
+  Every operation is itself idempotent by its natural key (ids derive from the
+  Idempotency-Key, transfer ids from card and counter), so a run repeated after a crash
+  converges to the one effect.
+- Records are kept at least 48 hours (`Limits.idempotency_retention_s`), then swept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
+
+from ledger import run_write
+from ledger.db import is_sqlite
+from merchant_api import schema
+from merchant_api.errors import ApiError, ErrorCode
+from merchant_api.wib import now_us
+
+IDEMPOTENCY_NAMESPACE = uuid.UUID("9d3c1f0a-52b4-4c1e-8a8e-1f6f2e7b3c55")
+MAX_KEY_LENGTH = 255
+
+
+def valid_key(key: str) -> bool:
+    return 1 <= len(key) <= MAX_KEY_LENGTH and all(33 <= ord(ch) <= 126 for ch in key)
+
+
+def request_digest(method: str, path: str, query: bytes, body: bytes) -> bytes:
+    h = hashlib.sha256()
+    for part in (method.encode(), path.encode(), query, body):
+        h.update(len(part).to_bytes(8, "big") + part)
+    return h.digest()
+
+
+def derived_id(api_key_id: uuid.UUID, key: str, purpose: str) -> uuid.UUID:
+    """The id of the object a POST creates: the same for every retry with the same key."""
+    return uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{api_key_id}:{purpose}:{key}")
+
+
+@dataclass(frozen=True, slots=True)
+class Proceed:
+    claim: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    api_key_id: uuid.UUID
+    key: str
+    digest: bytes
+
+
+def claim(
+    engine: Engine, api_key_id: uuid.UUID, key: str, digest: bytes, lease_s: int
+) -> Proceed | Replay:
+    """Claim `key` for this request, or say what to answer instead (raises ApiError)."""
+    outcome = claim_many(engine, [ClaimRequest(api_key_id, key, digest)], lease_s)[0]
+    if isinstance(outcome, ApiError):
+        raise outcome
+    return outcome
+
+
+def claim_many(
+    engine: Engine, requests: list[ClaimRequest], lease_s: int
+) -> list[Proceed | Replay | ApiError]:
+    """Claim many keys in one transaction (concurrent requests' claims batched together):
+    each request gets Proceed, Replay, or the ApiError to answer with."""
+    return run_write(engine, lambda conn: _claim_in(conn, requests, lease_s))
+
+
+def _claim_in(
+    conn: Connection, requests: list[ClaimRequest], lease_s: int
+) -> list[Proceed | Replay | ApiError]:
+    t = schema.idempotency_keys
+    now = now_us()
+    until = now + lease_s * 1_000_000
+    mine = [uuid.uuid4() for _ in requests]
+    insert = sqlite_insert(t) if is_sqlite(conn) else postgresql_insert(t)
+    won = {
+        row.claim
+        for row in conn.execute(
+            insert.on_conflict_do_nothing(index_elements=[t.c.api_key_id, t.c.key]).returning(
+                t.c.claim
+            ),
+            [
+                {
+                    "api_key_id": r.api_key_id,
+                    "key": r.key,
+                    "request_digest": r.digest,
+                    "claim": claim,
+                    "locked_until_us": until,
+                    "created_us": now,
+                }
+                for r, claim in zip(requests, mine, strict=True)
+            ],
+        )
+    }
+    lost = {
+        (r.api_key_id, r.key) for r, claim in zip(requests, mine, strict=True) if claim not in won
+    }
+    existing = (
+        {
+            (row.api_key_id, row.key): row
+            for row in conn.execute(
+                sa.select(t).where(sa.tuple_(t.c.api_key_id, t.c.key).in_(list(lost)))
+            )
+        }
+        if lost
+        else {}
+    )
+    outcomes: list[Proceed | Replay | ApiError] = []
+    for request, claim in zip(requests, mine, strict=True):
+        if claim in won:
+            outcomes.append(Proceed(claim))
+            continue
+        row = existing.get((request.api_key_id, request.key))
+        if row is None:  # released between the insert and the read: try again later
+            outcomes.append(_in_flight())
+        elif row.request_digest != request.digest:
+            outcomes.append(
+                ApiError(
+                    422,
+                    ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                    "this Idempotency-Key was used with a different request",
+                )
+            )
+        elif row.response_status is not None:
+            outcomes.append(Replay(row.response_status, bytes(row.response_body or b"")))
+        elif row.locked_until_us > now or row.claim in won:
+            outcomes.append(_in_flight())
+        else:
+            # The request that held the key died with its server: take the key over.
+            taken = conn.execute(
+                sa.update(t)
+                .where(
+                    t.c.api_key_id == request.api_key_id,
+                    t.c.key == request.key,
+                    t.c.claim == row.claim,
+                    t.c.response_status.is_(None),
+                )
+                .values(claim=claim, locked_until_us=until)
+            ).rowcount
+            if taken == 1:
+                won.add(claim)
+                outcomes.append(Proceed(claim))
+            else:
+                outcomes.append(_in_flight())
+    return outcomes
+
+
+class ClaimBatcher:
+    """Claims of concurrent requests in a process, made together in one transaction by one
+    thread (a request waits for its own outcome). Same answers as one at a time."""
+
+    MAX_BATCH = 256
+
+    def __init__(self, engine: Engine, lease_s: int) -> None:
+        self.engine = engine
+        self.lease_s = lease_s
+        self._queue: queue.Queue[tuple[ClaimRequest, _Waiter] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def claim(self, request: ClaimRequest) -> Proceed | Replay:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="jakartaone-claims", daemon=True
+                )
+                self._thread.start()
+        waiter = _Waiter()
+        self._queue.put((request, waiter))
+        waiter.done.wait()
+        if isinstance(waiter.outcome, BaseException):
+            raise waiter.outcome
+        assert waiter.outcome is not None
+        return waiter.outcome
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                batch.append(more)
+            try:
+                outcomes: list[Any] = claim_many(
+                    self.engine, [request for request, _ in batch], self.lease_s
+                )
+            except BaseException as exc:
+                outcomes = [exc] * len(batch)
+            for (_, waiter), outcome in zip(batch, outcomes, strict=True):
+                waiter.outcome = outcome
+                waiter.done.set()
+
+
+@dataclass
+class _Waiter:
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: Proceed | Replay | BaseException | None = None
+
+
+def _in_flight() -> ApiError:
+    return ApiError(
+        409,
+        ErrorCode.IDEMPOTENCY_REQUEST_IN_FLIGHT,
+        "a request with this Idempotency-Key is still being processed",
+        headers={"Retry-After": "1"},
+    )
+
+
+def complete(
+    engine: Engine, api_key_id: uuid.UUID, key: str, mine: uuid.UUID, status: int, body: bytes
+) -> None:
+    t = schema.idempotency_keys
+    run_write(
+        engine,
+        lambda conn: conn.execute(
+            sa.update(t)
+            .where(
+                t.c.api_key_id == api_key_id,
+                t.c.key == key,
+                t.c.claim == mine,
+                t.c.response_status.is_(None),
+            )
+            .values(response_status=status, response_body=body)
+        ),
+    )
+
+
+def complete_in(conn: Connection, done: list[tuple[uuid.UUID, str, uuid.UUID, int, bytes]]) -> None:
+    """Store answers in the caller's transaction (the one that made the change), so that
+    the change and its replayable answer commit together. (api key, key, claim, status,
+    body) each; a claim taken over meanwhile is left alone."""
+    if not done:
+        return
+    t = schema.idempotency_keys
+    conn.execute(
+        sa.update(t)
+        .where(
+            t.c.api_key_id == sa.bindparam("b_key_id"),
+            t.c.key == sa.bindparam("b_key"),
+            t.c.claim == sa.bindparam("b_claim"),
+            t.c.response_status.is_(None),
+        )
+        .values(response_status=sa.bindparam("b_status"), response_body=sa.bindparam("b_body")),
+        [
+            {"b_key_id": key_id, "b_key": key, "b_claim": claim, "b_status": status, "b_body": body}
+            for key_id, key, claim, status, body in done
+        ],
+    )
+
+
+def release(engine: Engine, api_key_id: uuid.UUID, key: str, mine: uuid.UUID) -> None:
+    t = schema.idempotency_keys
+    run_write(
+        engine,
+        lambda conn: conn.execute(
+            sa.delete(t).where(
+                t.c.api_key_id == api_key_id,
+                t.c.key == key,
+                t.c.claim == mine,
+                t.c.response_status.is_(None),
+            )
+        ),
+    )
+
+
+def sweep(engine: Engine, retention_s: int) -> int:
+    """Delete records older than the retention period; returns how many went."""
+    t = schema.idempotency_keys
+    horizon = now_us() - retention_s * 1_000_000
+    return int(
+        run_write(
+            engine,
+            lambda conn: (
+                conn.execute(
+                    sa.delete(t).where(t.c.created_us < horizon, t.c.response_status.is_not(None))
+                ).rowcount
+            ),
+        )
+    )

@@ -1,0 +1,307 @@
+"""The request pipeline around every handler: observe, authenticate, de-duplicate.
+
+Order (outermost first): `ObservabilityMiddleware` (request id, metrics, one log line),
+`AuthMiddleware` (key, scope, rate limit), `IdempotencyMiddleware` (POST only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, cast
+
+import anyio.to_thread
+from litestar import Request
+from litestar.datastructures import Headers, MutableScopeHeaders
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+
+from merchant_api import idempotency
+from merchant_api.auth import (
+    FailureCounter,
+    KeyCache,
+    Principal,
+    authenticate,
+    load_key,
+    needs_lookup,
+    require_scope,
+)
+from merchant_api.context import ApiContext
+from merchant_api.errors import PROBLEM_MEDIA_TYPE, ApiError, ErrorCode
+from merchant_api.observability import LATENCY, REQUESTS
+from merchant_api.ratelimit import RateLimiter
+
+log = logging.getLogger("merchant_api.requests")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+PRINCIPAL = "jakartaone_principal"
+REQUEST_ID = "jakartaone_request_id"
+IDEMPOTENCY_KEY = "jakartaone_idempotency_key"
+# (api key id, Idempotency-Key, claim) for a handler that completes the record in its own
+# transaction; it sets IDEMPOTENCY_DONE when it has.
+IDEMPOTENCY_CLAIM = "jakartaone_idempotency_claim"
+IDEMPOTENCY_DONE = "jakartaone_idempotency_done"
+# Guesses: a missing key guesses nothing and is not counted.
+_AUTH_FAILURES = {
+    ErrorCode.API_KEY_INVALID,
+    ErrorCode.API_KEY_REVOKED,
+    ErrorCode.API_KEY_EXPIRED,
+}
+
+
+@dataclass
+class Gatekeeping:
+    """Per-process state of the pipeline."""
+
+    keys: KeyCache
+    limiter: RateLimiter
+    failures: FailureCounter
+    claims: idempotency.ClaimBatcher
+
+
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = bytes(range(256)).translate(None, b"[]{}")
+
+
+def json_depth(body: bytes) -> int:
+    """How deep a JSON text nests (strings ignored); decoders recurse that deep."""
+    depth = deepest = 0
+    for byte in _JSON_STRING.sub(b"", body).translate(None, _BRACKETS):
+        depth += 1 if byte in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _method(scope: Scope) -> str:
+    return cast("HTTPScope", scope)["method"]
+
+
+def ctx_of(scope: Scope) -> ApiContext:
+    ctx: ApiContext = scope["app"].state.ctx
+    return ctx
+
+
+def gatekeeping_of(scope: Scope) -> Gatekeeping:
+    gate: Gatekeeping = scope["app"].state.gatekeeping
+    return gate
+
+
+def request_id_of(scope: Scope) -> str:
+    return str(scope.get("state", {}).get(REQUEST_ID, ""))
+
+
+class ObservabilityMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+        given = Headers.from_scope(scope).get("x-request-id", "")
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})[REQUEST_ID] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableScopeHeaders.from_message(message)["X-Request-ID"] = request_id
+            await send(message)
+
+        try:
+            try:
+                await self.app(scope, receive, observed_send)
+            except Exception as exc:
+                # Answer here, inside the observed send, so that refusals made by the
+                # middleware below (401, 429, ...) carry the request id and are counted.
+                request = Request[Any, Any, Any](scope, receive)
+                answer = scope["app"].state.exception_handler(request, exc)
+                await answer.to_asgi_response(app=None, request=request)(
+                    scope, receive, observed_send
+                )
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("path_template") or "unmatched"
+            method = _method(scope)
+            REQUESTS.labels(method, route, str(status)).inc()
+            LATENCY.labels(method, route).observe(elapsed)
+            principal = scope["state"].get(PRINCIPAL)
+            log.info(
+                "request",
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "api_key": principal.prefix if principal else None,
+                    }
+                },
+            )
+
+
+class AuthMiddleware:
+    """Authenticates the key, checks the route's scopes, then the key's rate limit."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+        scopes = scope["route_handler"].opt.get("scopes")
+        if scopes is None:  # public: create_app proves every /v1 route names its scopes
+            await self.app(scope, receive, send)
+            return
+        ctx, gate = ctx_of(scope), gatekeeping_of(scope)
+        client = (scope.get("client") or ("unknown", 0))[0]
+        wait = gate.failures.blocked(client)
+        if wait:
+            raise ApiError(
+                429,
+                ErrorCode.RATE_LIMITED,
+                "too many failed authentications",
+                headers={"Retry-After": str(int(wait) + 1)},
+            )
+        header = Headers.from_scope(scope).get("authorization")
+        try:
+            prefix = needs_lookup(gate.keys, header)
+            loaded = (
+                await anyio.to_thread.run_sync(load_key, ctx, gate.keys, prefix)
+                if prefix is not None
+                else False
+            )
+            principal = authenticate(ctx, gate.keys, header, loaded)
+        except ApiError as refusal:
+            if refusal.code in _AUTH_FAILURES:
+                gate.failures.record(client)
+            raise
+        require_scope(principal, scopes)
+        decision = gate.limiter.take(principal.prefix)
+        if not decision.allowed:
+            raise ApiError(
+                429,
+                ErrorCode.RATE_LIMITED,
+                "rate limit for this API key exceeded",
+                headers=decision.headers(),
+            )
+        scope["state"][PRINCIPAL] = principal
+        await self.app(scope, receive, send)
+
+
+class IdempotencyMiddleware:
+    """Claims the Idempotency-Key of a POST, stores its answer, replays it to retries."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or _method(scope) != "POST":
+            await self.app(scope, receive, send)
+            return
+        principal: Principal | None = scope["state"].get(PRINCIPAL)
+        if principal is None:  # a public POST: nothing to de-duplicate against
+            await self.app(scope, receive, send)
+            return
+        key = Headers.from_scope(scope).get("idempotency-key")
+        if key is None:
+            raise ApiError(
+                400, ErrorCode.IDEMPOTENCY_KEY_MISSING, "every POST needs an Idempotency-Key header"
+            )
+        if not idempotency.valid_key(key):
+            raise ApiError(
+                400,
+                ErrorCode.IDEMPOTENCY_KEY_INVALID,
+                "Idempotency-Key: 1 to 255 printable ASCII characters",
+            )
+        ctx = ctx_of(scope)
+        body = await Request[Any, Any, Any](scope, receive).body()
+        if json_depth(body) > MAX_JSON_DEPTH:
+            raise ApiError(
+                400,
+                ErrorCode.REQUEST_INVALID,
+                f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels",
+            )
+        digest = idempotency.request_digest(
+            _method(scope), scope["path"], scope.get("query_string", b""), body
+        )
+        outcome = await anyio.to_thread.run_sync(
+            gatekeeping_of(scope).claims.claim,
+            idempotency.ClaimRequest(principal.api_key_id, key, digest),
+        )
+        if isinstance(outcome, idempotency.Replay):
+            await _send_json(send, outcome.status, outcome.body, replayed=True)
+            return
+        scope["state"][IDEMPOTENCY_KEY] = key
+        scope["state"][IDEMPOTENCY_CLAIM] = (principal.api_key_id, key, outcome.claim)
+        messages: list[Message] = []
+
+        async def buffered_send(message: Message) -> None:
+            messages.append(message)
+
+        try:
+            await self.app(scope, receive, buffered_send)
+        except BaseException:
+            await _quietly(idempotency.release, ctx, principal, key, outcome.claim)
+            raise
+        status = next((m["status"] for m in messages if m["type"] == "http.response.start"), 500)
+        if scope["state"].get(IDEMPOTENCY_DONE):
+            pass  # stored with the change itself
+        elif status < 500:
+            response = b"".join(
+                m.get("body", b"") for m in messages if m["type"] == "http.response.body"
+            )
+            response = _redacted(response, scope["route_handler"].opt.get("redact", ()))
+            await _quietly(
+                idempotency.complete, ctx, principal, key, outcome.claim, status, response
+            )
+        else:
+            await _quietly(idempotency.release, ctx, principal, key, outcome.claim)
+        for message in messages:
+            await send(message)
+
+
+async def _quietly(function: Any, ctx: ApiContext, principal: Principal, *args: Any) -> None:
+    """Record or release an idempotency claim; a failure here must not change the answer
+    (the lease expires and a retry converges on the same effect)."""
+    try:
+        await anyio.to_thread.run_sync(function, ctx.engine, principal.api_key_id, *args)
+    except Exception:
+        log.warning("idempotency record not updated", exc_info=True)
+
+
+def _redacted(body: bytes, fields: tuple[str, ...]) -> bytes:
+    """The answer as stored for replay: secrets shown once (a new API key, a webhook
+    signing secret) are blanked, so that no secret is ever stored in clear."""
+    if not fields:
+        return body
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(decoded, dict):
+        for name in fields:
+            if name in decoded:
+                decoded[name] = None
+    return json.dumps(decoded, separators=(",", ":")).encode()
+
+
+async def _send_json(send: Send, status: int, body: bytes, *, replayed: bool) -> None:
+    media = PROBLEM_MEDIA_TYPE if status >= 400 else "application/json"
+    headers = [(b"content-type", media.encode()), (b"content-length", str(len(body)).encode())]
+    if replayed:
+        headers.append((b"idempotent-replayed", b"true"))
+    await send(
+        cast("Message", {"type": "http.response.start", "status": status, "headers": headers})
+    )
+    await send(cast("Message", {"type": "http.response.body", "body": body}))
