@@ -9,6 +9,7 @@ from jakartaone.demo import demo
 from jakartaone.ledger_commands import db, ledger
 from jakartaone.settings import Settings
 from merchant_api.cli import api_keys, serve
+from reconciliation.nightly.cli import nightly
 
 
 @click.group()
@@ -36,6 +37,7 @@ main.add_command(keys)
 main.add_command(card)
 main.add_command(gate)
 main.add_command(terminal)
+main.add_command(nightly)
 
 
 if __name__ == "__main__":
