@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from ledger import run_read
@@ -51,3 +52,115 @@ def test_a_clean_day_agrees_and_settles_once(world: World, tmp_path: Path) -> No
     assert again.exit_code is ExitCode.AGREED
     assert again.summary["settlement"] == first.summary["settlement"]
     assert (tmp_path / f"report-{world.day}.html").exists()
+
+
+def _gap(world: World) -> None:
+    _, card = shop_day(world)
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    card.debit(1_000, "POS-1", 2, world.seconds)  # type: ignore[attr-defined]  # never uploaded
+    world.submit(card.debit(1_000, "POS-1", 3, world.seconds))  # type: ignore[attr-defined]
+
+
+def _chain(world: World) -> None:
+    _, card = shop_day(world)
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    card.balance += 5_000  # type: ignore[attr-defined]  # a tampered purse
+    world.submit(card.debit(1_000, "POS-1", 2, world.seconds))  # type: ignore[attr-defined]
+    world.post(_adjust(world, card, 5_000))
+
+
+def _regression(world: World) -> None:
+    _, card = shop_day(world)
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    world.submit(card.debit(1_000, "POS-1", 2, world.seconds - 3600))  # type: ignore[attr-defined]
+
+
+def _duplicate(world: World) -> None:
+    _, card = shop_day(world)
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    card.counter -= 1  # type: ignore[attr-defined]  # a clone spends the same counter
+    card.balance += 1_000  # type: ignore[attr-defined]
+    assert world.submit(card.debit(2_000, "POS-1", 2, world.seconds)) == ["conflicting_duplicate"]  # type: ignore[attr-defined]
+    card.balance += 2_000 - 1_000  # type: ignore[attr-defined]
+
+
+def _bad_mac(world: World) -> None:
+    _, card = shop_day(world)
+    cert = card.debit(1_000, "POS-1", 1, world.seconds)  # type: ignore[attr-defined]
+    forged = type(cert)(**{**{f: getattr(cert, f) for f in cert.__slots__}, "mac": bytes(16)})
+    assert world.submit(forged) == ["mac_invalid"]
+
+
+def _edited(world: World) -> None:
+    _, card = shop_day(world)
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    from merchant_api import schema
+
+    with world.engine.begin() as conn:
+        conn.execute(sa.update(schema.card_transactions).values(terminal_seq=99))
+
+
+def _shadow(world: World) -> None:
+    _, card = shop_day(world)
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    world.post(_adjust(world, card, 700))
+
+
+def _adjust(world: World, card: object, amount: int) -> object:
+    import uuid
+
+    from ledger import Transfer
+    from merchant_api import chart
+
+    return Transfer.simple(uuid.uuid4(), chart.SUSPENSE, card.purse, amount, "adjustment")  # type: ignore[attr-defined]
+
+
+def _missing_batch(world: World) -> None:
+    operator = world.merchant("MRT Jakarta", kind="operator")
+    world.terminal(operator, "GATE-1", kind="gate")
+    world.batch("GATE-1", 1, 10)
+    world.batch("GATE-1", 16, 20)
+
+
+def _unfinished(world: World) -> None:
+    from card_reader.certificate import Journey, JourneyAction, TransitMode
+
+    operator = world.merchant("MRT Jakarta", kind="operator")
+    world.terminal(operator, "GATE-1", kind="gate")
+    card = world.card(50_000)
+    entry = Journey(
+        TransitMode.MRT, JourneyAction.ENTRY, 2, entry_station=1, entry_time=world.seconds
+    )
+    world.submit(card.debit(0, "GATE-1", 1, world.seconds, entry))
+    board = Journey(
+        TransitMode.TRANSJAKARTA, JourneyAction.BOARD, 1, entry_station=1, entry_time=world.seconds
+    )
+    world.submit(card.debit(3_500, "GATE-1", 2, world.seconds, board))
+
+
+SCENARIOS = {
+    "COUNTER_GAP": _gap,
+    "BALANCE_CHAIN_BROKEN": _chain,
+    "COUNTER_REGRESSION": _regression,
+    "DUPLICATE_COUNTER": _duplicate,
+    "SIGNATURE_INVALID": _bad_mac,
+    "SHADOW_BALANCE_MISMATCH": _shadow,
+    "MISSING_BATCH": _missing_batch,
+    "UNFINISHED_JOURNEY_NOT_CHARGED": _unfinished,
+}
+
+
+@pytest.mark.parametrize("expected", sorted(SCENARIOS))
+def test_each_card_and_gate_break_is_found_and_nothing_else(
+    world: World, tmp_path: Path, expected: str
+) -> None:
+    SCENARIOS[expected](world)
+    result = night(world, tmp_path)
+    assert breaks(world) == Counter({(expected, "NEW"): 1}), result.summary
+    assert result.exit_code is ExitCode.BREAKS
+
+
+def test_an_edited_record_fails_its_mac(world: World, tmp_path: Path) -> None:
+    _edited(world)
+    night(world, tmp_path)
+    assert breaks(world) == Counter({("SIGNATURE_INVALID", "NEW"): 1})
