@@ -6,6 +6,7 @@ import click
 
 from card_reader.cli import card, gate, keys, terminal
 from jakartaone.demo import demo
+from jakartaone.export_command import export
 from jakartaone.ledger_commands import db, ledger
 from jakartaone.settings import Settings
 from merchant_api.cli import api_keys, serve
@@ -30,6 +31,7 @@ def main(ctx: click.Context, database_url: str | None) -> None:
 
 main.add_command(db)
 main.add_command(demo)
+main.add_command(export)
 main.add_command(ledger)
 main.add_command(serve)
 main.add_command(api_keys)
