@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 from rich.console import Console
 
 from simulation.run import Options, run
-from simulation.summary import print_summary
+from simulation.summary import print_summary, results
 
 
 @click.command()
@@ -44,5 +45,8 @@ def demo(
     )
     outcome = run(options, console)
     print_summary(outcome, console)
+    summary = out / "summary.json"
+    summary.write_text(json.dumps(results(outcome), indent=2, sort_keys=True, default=str))
+    console.print(f"numbers for machines: {summary}")
     if outcome.night is not None and not outcome.night.verify_ok:
         raise SystemExit(1)

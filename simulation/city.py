@@ -24,6 +24,8 @@ from simulation.geography import CATEGORIES, KOTA, OPERATORS, STATION_KECAMATAN,
 from simulation.http import Api, parallel
 
 Clock = Callable[[], float]
+# Gate codes: operator, station code, I (tap-in), O (tap-out) or V (validator), number.
+_MODE_LETTER = {GateMode.ENTRY: "I", GateMode.EXIT: "O", GateMode.FLAT: "V"}
 
 
 @dataclass
@@ -138,7 +140,7 @@ def onboard(
             modes = (GateMode.ENTRY, GateMode.EXIT) if line.distance_based else (GateMode.FLAT,)
             for station in line.stations:
                 for mode in modes:
-                    code = f"{operator.code}-{station.code}-{mode.value[0].upper()}1"
+                    code = f"{operator.code}-{station.code}-{_MODE_LETTER[mode]}1"
                     journal, hotlist, uploader = _device(
                         device_root, code, answer["id"], base_url, key, clock
                     )

@@ -78,7 +78,8 @@ class Day:
     pcsc_every: int = 0
     progress: Callable[[int], None] = lambda n: None
     events: list[Event] = field(default_factory=list)
-    sales: list[Sale] = field(default_factory=list)
+    sales: list[Sale] = field(default_factory=list)  # to be refunded
+    sales_by_shop: dict[str, list[Certificate]] = field(default_factory=dict)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
     refresh_hotlists: bool = False
 
@@ -205,6 +206,7 @@ class Day:
             return
         self.tally.sales += 1
         self.tally.sales_rupiah += amount
+        self.sales_by_shop.setdefault(shop.id, []).append(result.certificate)
         if self.rng.random() < REFUND_SHARE:
             self.sales.append(Sale(rider, shop, result.certificate))
 
@@ -295,8 +297,13 @@ class Day:
     # Uploads and refunds ------------------------------------------------------------------
 
     def upload_round(self) -> None:
+        """Every online device sends its journal: the shops' terminals first, so that the
+        credit certificates of their loads arrive before the gates' debits that follow
+        them on the same cards."""
         devices = [d for d in self.city.devices() if d.online and d.journal.stats().pending]
-        parallel(_upload, devices, self.threads)
+        shops = [d for d in devices if not isinstance(d, GateDevice)]
+        parallel(_upload, shops, self.threads)
+        parallel(_upload, [d for d in devices if isinstance(d, GateDevice)], self.threads)
         if self.refresh_hotlists:
             parallel(lambda d: d.uploader.refresh_hotlist(), list(self.city.gates.values()),
                      self.threads)  # fmt: skip

@@ -53,6 +53,8 @@ class Options:
 
 @dataclass
 class Outcome:
+    cards: int
+    seed: int
     day: date
     database_url: str
     tally: Tally
@@ -109,7 +111,9 @@ def run(options: Options, console: Console) -> Outcome:
     rng = random.Random(options.seed)  # noqa: S311 - a reproducible population, not a secret
     run_secrets = RunSecrets()
     tally = Tally()
-    outcome = Outcome(day_date, database_url, tally, incidents.Facts(), None, "")
+    outcome = Outcome(
+        options.cards, options.seed, day_date, database_url, tally, incidents.Facts(), None, ""
+    )
     phases = Phases(outcome)
     start_s = midnight_wib(day_date)
     offset = int(start_s + SERVER_CLOCK_AT_S - time.time())
@@ -132,7 +136,8 @@ def run(options: Options, console: Console) -> Outcome:
     issuer: Api | None = None
     city: City | None = None
     try:
-        issuer = Api(server.url, server.issuer_key(), pool=options.threads * 2)
+        issuer_key = server.issuer_key()
+        issuer = Api(server.url, issuer_key, pool=options.threads * 2)
         clock = SimClock(start_s + 4 * HOUR)
         sam = SoftwareSam(run_secrets.authentication_master)
         riders = make_population(
@@ -167,6 +172,7 @@ def run(options: Options, console: Console) -> Outcome:
             task = progress.add_task("first loads (agents, bank transfer)", total=len(riders))
             day.progress = lambda n: progress.advance(task, n)
             day.first_loads()
+            day.upload_round()
 
             phases.start("the day")
             outcome.facts = incidents.plant(
@@ -182,7 +188,7 @@ def run(options: Options, console: Console) -> Outcome:
             phases.start("the night")
             server.stop()
             outcome.night = run_night(
-                day, server, run_secrets, out, day_date, outcome.facts, progress
+                day, server, run_secrets, issuer_key, out, day_date, outcome.facts, progress, rng
             )
         phases.stop()
         return outcome

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
 
+from simulation.night import NightlyRun
 from simulation.run import Outcome
 
 
@@ -41,6 +45,10 @@ def print_summary(outcome: Outcome, console: Console) -> None:
     if night is not None:
         table.add_row("ledger verify", "all invariants hold" if night.verify_ok
                       else night.verify_output[-300:])  # fmt: skip
+        planted = night.planted_merchant + night.planted_bank
+        listed = ", ".join(f"{k} {v}" for k, v in sorted(planted.items()))
+        where = f"merchant reports, bank statement of {night.payouts} payouts"
+        table.add_row("planted errors", f"{listed} ({where})")
         for index, run in enumerate(night.runs, start=1):
             table.add_row(f"nightly run {index}", _nightly_line(run))
         table.add_row("finance report", str(night.finance_report or "-"))
@@ -53,10 +61,59 @@ def print_summary(outcome: Outcome, console: Console) -> None:
     console.print(table)
 
 
-def _nightly_line(run: dict[str, object]) -> str:
-    report = run.get("report")
-    breaks = ""
-    if isinstance(report, dict):
-        counts = report.get("breaks_by_type") or report.get("breaks")
-        breaks = f" breaks: {counts}" if counts else ""
-    return f"exit {run.get('exit')}{breaks} ({run.get('out')})"
+def _nightly_line(run: NightlyRun) -> str:
+    if run.error:
+        return f"exit {run.exit_code}: {run.error[-300:]}"
+    open_ = ", ".join(f"{k} {v}" for k, v in sorted(run.by_type().items())) or "none"
+    resolved = ", ".join(f"{k} {v}" for k, v in sorted(run.auto_resolved.items()))
+    line = f"exit {run.exit_code}; open breaks: {open_}"
+    return line + (f"; auto-resolved: {resolved}" if resolved else "")
+
+
+def results(outcome: Outcome) -> dict[str, Any]:
+    """The run's numbers for machines (`summary.json` in --out; the tests read it)."""
+    tally, night = outcome.tally, outcome.night
+    data: dict[str, Any] = {
+        "day": outcome.day.isoformat(),
+        "cards": outcome.cards,
+        "seed": outcome.seed,
+        "seconds": round(outcome.seconds, 2),
+        "phases": outcome.phases,
+        "pcsc": outcome.pcsc,
+        "requests": tally.requests,
+        "taps": dict(tally.taps),
+        "taps_pcsc": tally.taps_pcsc,
+        "fares_rupiah": tally.fares_rupiah,
+        "sales": tally.sales,
+        "sales_rupiah": tally.sales_rupiah,
+        "loads": dict(tally.loads),
+        "loads_rupiah": tally.loads_rupiah,
+        "refunds": tally.refunds,
+        "refunds_rupiah": tally.refunds_rupiah,
+        "rupiah_moved": tally.rupiah_moved,
+        "uploads": dict(tally.uploads),
+        "quarantined": dict(tally.quarantined),
+        "facts": dataclasses.asdict(outcome.facts),
+    }
+    if night is not None:
+        data["night"] = {
+            "ledger_verified": night.verify_ok,
+            "late_upload": night.late_upload,
+            "planted_merchant": dict(night.planted_merchant),
+            "planted_bank": dict(night.planted_bank),
+            "payouts": night.payouts,
+            "runs": [
+                {
+                    "exit": run.exit_code,
+                    "open": dict(run.by_type()),
+                    "auto_resolved": dict(run.auto_resolved),
+                    "error": run.error,
+                }
+                for run in night.runs
+            ],
+            "finance_report": str(night.finance_report or ""),
+            "policy_report": str(night.policy_report or ""),
+            "data_package": str(night.data_package or ""),
+            "notes": night.notes,
+        }
+    return data
