@@ -108,6 +108,7 @@ def run(options: Options, console: Console) -> Outcome:
     sqlite = database_url.startswith("sqlite")
     workers = options.workers or (1 if sqlite else 2)
     logging.basicConfig(filename=out / "demo.log", level=logging.INFO, force=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     rng = random.Random(options.seed)  # noqa: S311 - a reproducible population, not a secret
     run_secrets = RunSecrets()
     tally = Tally()
