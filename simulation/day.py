@@ -33,6 +33,7 @@ UPLOAD_EVERY_S = HOUR
 FIRST_SERVICE_S = 5 * HOUR  # the first train and bus: 05:00 WIB
 REFUND_SHARE = 0.004
 TOP_UP_BELOW = 15_000
+AGENT_FIRST_LOAD_SHARE = 0.15  # cards sold empty, first loaded with cash at an agent
 Event = tuple[int, int, Callable[[], object]]
 
 
@@ -261,38 +262,63 @@ class Day:
     def top_up_at_agent(self, rider: Rider, at_least: int = 0) -> None:
         shop = self.agent_for(rider)
         assert shop.api is not None
-        amount = max(50_000, -(-at_least // 50_000) * 50_000)
+        amount = max(100_000, -(-at_least // 50_000) * 50_000)
         room = rider.card.state.max_balance - rider.card.state.balance
         if shop.load_agent and amount <= room:
             counter = rider.card.state.counter
             self.load(
-                rider, shop, shop.api, "agent_cash", amount, f"topup-{rider.index}-{counter}", True
+                rider, shop, shop.api, "agent_cash", amount, f"topup-{rider.index}-{counter}", False
             )
 
-    def first_loads(self) -> None:
-        """Each card's first load, before the first train: registered cards mostly by bank
-        transfer at the service desk, the others with cash at an agent."""
+    def issue_cards(self, batch_size: int = 500) -> None:
+        """The issuer's cards, in personalization batches (`POST /v1/card-batches`). Most
+        are sold pre-loaded: the service desk's machine writes each card's first load
+        (the batch answer's cryptogram for counter 0) and its journal confirms them all in
+        its next upload. The rest are sold empty and loaded with cash at an agent."""
         desk = self.city.service_desk
-        assert desk is not None
-        plans = []
-        for rider in self.riders:
-            bank = self.rng.random() < (0.7 if rider.registered else 0.2)
-            plans.append((rider, bank, self.rng.random() < 0.5, self.rng.randrange(0, 3600)))
+        assert desk is not None and desk.terminal is not None
+        agent_loaded = {
+            rider.index for rider in self.riders if self.rng.random() < AGENT_FIRST_LOAD_SHARE
+        }
+        chunks = [self.riders[i : i + batch_size] for i in range(0, len(self.riders), batch_size)]
 
-        def work(plan: tuple[Rider, bool, bool, int]) -> None:
-            rider, bank, online, offset = plan
+        def issue(chunk: list[Rider]) -> list[tuple[Rider, dict[str, Any]]]:
+            body = {"cards": [_card_body(r, r.index not in agent_loaded) for r in chunk]}
+            answer = self.issuer.post("/v1/card-batches", body, f"cards-{chunk[0].serial.hex()}")
+            return list(zip(chunk, answer["cards"], strict=True))
+
+        issued = [pair for pairs in parallel(issue, chunks, self.threads) for pair in pairs]
+        self.clock.now = self.start_s + 4 * HOUR
+        for rider, card in issued:
+            rider.card_id = card["id"]
+            if card["cryptogram"] is not None:
+                cryptogram = bytes.fromhex(card["cryptogram"])
+                rider.transport.tap()
+                result = desk.terminal.load(
+                    ApduChannel(rider.transport),
+                    card["load_amount"],
+                    lambda *_, written=cryptogram: written,
+                )
+                if result.opened:
+                    self.tally.load("bank_transfer", card["load_amount"])
+            self.progress(1)
+        self.agent_first_loads([r for r in self.riders if r.index in agent_loaded])
+
+    def agent_first_loads(self, riders: list[Rider]) -> None:
+        """Cards sold empty: loaded with cash at an agent near home before the first train,
+        a few confirmed online at once, most in the agent terminal's next batch."""
+        plans = [(r, self.rng.random() < 0.2, self.rng.randrange(0, 3600)) for r in riders]
+
+        def work(plan: tuple[Rider, bool, int]) -> None:
+            rider, online, offset = plan
             self.clock.local(self.start_s + 4 * HOUR + offset)
-            if bank:
-                self.load(rider, desk, self.issuer, "bank_transfer", rider.first_load,
-                          f"first-load-{rider.index}", online)  # fmt: skip
-            else:
-                shop = self.agent_for(rider)
-                assert shop.api is not None
-                self.load(rider, shop, shop.api, "agent_cash", rider.first_load,
-                          f"first-load-{rider.index}", online)  # fmt: skip
+            shop = self.agent_for(rider)
+            assert shop.api is not None
+            self.load(rider, shop, shop.api, "agent_cash", rider.first_load,
+                      f"first-load-{rider.index}", online)  # fmt: skip
             self.clock.local(None)
 
-        parallel(work, plans, self.threads, self.progress)
+        parallel(work, plans, self.threads)
 
     # Uploads and refunds ------------------------------------------------------------------
 
@@ -352,16 +378,13 @@ def card_ref(rider: Rider) -> str:
     return serial_hash(rider.serial)
 
 
-def issue_cards(
-    issuer: Api, riders: list[Rider], threads: int, progress: Callable[[int], None]
-) -> None:
-    def issue(rider: Rider) -> None:
-        body: dict[str, Any] = {"serial": rider.serial.hex(), "registered": rider.registered}
-        if rider.registered:
-            body["holder_reference"] = f"KYC-{rider.index:08d}"
-        rider.card_id = issuer.post("/v1/cards", body, f"card-{rider.serial.hex()}")["id"]
-
-    parallel(issue, riders, threads, progress)
+def _card_body(rider: Rider, preloaded: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"serial": rider.serial.hex(), "registered": rider.registered}
+    if rider.registered:
+        body["holder_reference"] = f"KYC-{rider.index:08d}"
+    if preloaded:
+        body["first_load"] = rider.first_load
+    return body
 
 
 def tear_next_debit(rider: Rider) -> None:

@@ -161,14 +161,14 @@ class Category:
 
 
 CATEGORIES = (
-    Category("5499", "Minimarket", 0.30, 70, (3_000, 85_000)),
-    Category("5812", "Rumah Makan", 0.18, 100, (12_000, 150_000)),
-    Category("5814", "Kedai Kopi", 0.14, 100, (10_000, 60_000)),
-    Category("5411", "Pasar Swalayan", 0.09, 70, (20_000, 400_000)),
-    Category("5912", "Apotek", 0.07, 80, (8_000, 250_000)),
-    Category("7523", "Parkir", 0.07, 50, (2_000, 15_000)),
-    Category("5541", "SPBU", 0.04, 40, (20_000, 300_000)),
-    Category("5311", "Toserba", 0.04, 120, (25_000, 600_000)),
-    Category("7832", "Bioskop", 0.03, 150, (35_000, 120_000)),
-    Category("9399", "Layanan Publik", 0.04, 0, (5_000, 100_000)),
+    Category("5499", "Minimarket", 0.30, 70, (3_000, 60_000)),
+    Category("5812", "Rumah Makan", 0.18, 100, (12_000, 80_000)),
+    Category("5814", "Kedai Kopi", 0.14, 100, (10_000, 45_000)),
+    Category("5411", "Pasar Swalayan", 0.09, 70, (20_000, 200_000)),
+    Category("5912", "Apotek", 0.07, 80, (8_000, 120_000)),
+    Category("7523", "Parkir", 0.07, 50, (2_000, 10_000)),
+    Category("5541", "SPBU", 0.04, 40, (20_000, 150_000)),
+    Category("5311", "Toserba", 0.04, 120, (25_000, 250_000)),
+    Category("7832", "Bioskop", 0.03, 150, (35_000, 100_000)),
+    Category("9399", "Layanan Publik", 0.04, 0, (5_000, 50_000)),
 )

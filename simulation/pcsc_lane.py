@@ -32,17 +32,17 @@ class PcscLane:
         self._pcscd: PcscdProcess | None = None
         self._context: PcscContext | None = None
         self._vpcd: VpcdCard | None = None
-        self._reader = ""
+        self.reader = ""
 
     def start(self, first_card: VirtualCard) -> bool:
         """True if real PC/SC is available; else `why_not` says why."""
         try:
             self._pcscd = ensure_pcscd()
             self._context = PcscContext()
-            self._reader = self._context.find_reader(READER)
+            self.reader = self._context.find_reader(READER)
             self._vpcd = VpcdCard(first_card, port=PORT)
             self._vpcd.tap()
-            PcscTransport.when_present(self._context, self._reader, timeout=10).close()
+            PcscTransport.when_present(self._context, self.reader, timeout=10).close()
         except (CardReaderError, OSError) as error:
             self.why_not = str(error) or type(error).__name__
             self.stop()
@@ -55,7 +55,7 @@ class PcscLane:
         self._vpcd.card = rider.card
         rider.card.power_reset()
         try:
-            return PcscTransport(self._context, self._reader)
+            return PcscTransport(self._context, self.reader)
         except CardReaderError:
             return None
 

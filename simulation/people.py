@@ -6,7 +6,7 @@ Approximations, labelled: the share of registered cards (30%), of commuters (75%
 their line (TransJakarta 45%, KRL 38%, MRT 12%, LRT 5%: the published daily ridership
 ranks, with MRT and LRT raised so that a small demo still rides them), the departure
 times (a morning peak around 07:00 and an evening peak around 17:30), first loads
-(Rp 20,000 to Rp 200,000) and how often people shop.
+(Rp 50,000 to Rp 300,000) and how often people shop.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ REGISTERED_SHARE = 0.30
 COMMUTER_SHARE = 0.75
 LINE_SHARES = {"TJ-1": 0.45, "KRL-BOGOR": 0.38, "MRT-NS": 0.12, "LRT-JAKARTA": 0.05}
 INTEGRATED_SHARE = 0.15  # commuters who ride MRT then TransJakarta (the JakLingko cap)
-FIRST_LOADS = (20_000, 50_000, 100_000, 150_000, 200_000)
-FIRST_LOAD_WEIGHTS = (0.15, 0.35, 0.30, 0.10, 0.10)
+FIRST_LOADS = (50_000, 100_000, 150_000, 200_000, 300_000)
+FIRST_LOAD_WEIGHTS = (0.20, 0.35, 0.20, 0.15, 0.10)
 
 
 class SimClock:

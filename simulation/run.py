@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from card_reader.keys import SoftwareSam
 from simulation import incidents
 from simulation.city import City, onboard
-from simulation.day import HOUR, Day, issue_cards
+from simulation.day import HOUR, Day
 from simulation.http import Api
 from simulation.night import Night, run_night
 from simulation.pcsc_lane import PcscLane
@@ -155,13 +155,9 @@ def run(options: Options, console: Console) -> Outcome:
             outcome.merchants, outcome.gates = len(city.shops), len(city.gates)
             progress.update(task, total=progress.tasks[task].completed)
 
-            phases.start("cards issued")
-            task = progress.add_task("issuing cards", total=len(riders))
-            issue_cards(issuer, riders, options.threads, lambda n: progress.advance(task, n))
-
             use_pcsc = options.pcsc and lane.start(riders[0].card)
             outcome.pcsc = (
-                f"real PC/SC (pcscd + vpcd, reader {lane._reader!r}) for 1 tap in {PCSC_SHARE}"
+                f"real PC/SC (pcscd + vpcd, reader {lane.reader!r}) for 1 tap in {PCSC_SHARE}"
                 if use_pcsc
                 else f"in-process transport only (no PC/SC: {lane.why_not or 'disabled'})"
             )
@@ -169,10 +165,10 @@ def run(options: Options, console: Console) -> Outcome:
                 start_s, city, riders, issuer, rng, clock, tally, options.threads,
                 lane.transports if use_pcsc else None, PCSC_SHARE if use_pcsc else 0,
             )  # fmt: skip
-            phases.start("first loads")
-            task = progress.add_task("first loads (agents, bank transfer)", total=len(riders))
+            phases.start("cards and first loads")
+            task = progress.add_task("issuing and loading cards", total=len(riders))
             day.progress = lambda n: progress.advance(task, n)
-            day.first_loads()
+            day.issue_cards()
             day.upload_round()
 
             phases.start("the day")
