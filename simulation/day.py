@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -265,10 +266,12 @@ class Day:
         amount = max(100_000, -(-at_least // 50_000) * 50_000)
         room = rider.card.state.max_balance - rider.card.state.balance
         if shop.load_agent and amount <= room:
+            started = time.perf_counter()
             counter = rider.card.state.counter
             self.load(
                 rider, shop, shop.api, "agent_cash", amount, f"topup-{rider.index}-{counter}", False
             )
+            self.tally.top_up_seconds += time.perf_counter() - started
 
     def issue_cards(self, batch_size: int = 500) -> None:
         """The issuer's cards, in personalization batches (`POST /v1/card-batches`). Most
@@ -323,18 +326,28 @@ class Day:
     # Uploads and refunds ------------------------------------------------------------------
 
     def upload_round(self) -> None:
-        """Every online device sends its journal: the shops' terminals first, so that the
-        credit certificates of their loads arrive before the gates' debits that follow
-        them on the same cards."""
+        """Every online device sends its journal: the terminals that load cards first (the
+        service desk, the agents), then the other shops, then the gates, so that a load's
+        credit certificate arrives before the card's later debits, which would otherwise
+        settle the load by card evidence first and leave the credit quarantined
+        (`credit_without_load`)."""
+        started = time.perf_counter()
         devices = [d for d in self.city.devices() if d.online and d.journal.stats().pending]
-        shops = [d for d in devices if not isinstance(d, GateDevice)]
-        parallel(_upload, shops, self.threads)
-        parallel(_upload, [d for d in devices if isinstance(d, GateDevice)], self.threads)
+        loaders = {s.device.code for s in self.city.shops if s.load_agent and s.device}
+        if self.city.service_desk and self.city.service_desk.device:
+            loaders.add(self.city.service_desk.device.code)
+        for wave in (
+            [d for d in devices if d.code in loaders],
+            [d for d in devices if d.code not in loaders and not isinstance(d, GateDevice)],
+            [d for d in devices if isinstance(d, GateDevice)],
+        ):
+            parallel(_upload, wave, self.threads)
         if self.refresh_hotlists:
             parallel(lambda d: d.uploader.refresh_hotlist(), list(self.city.gates.values()),
                      self.threads)  # fmt: skip
             self.refresh_hotlists = False
         self._refunds()
+        self.tally.upload_seconds += time.perf_counter() - started
 
     def _refunds(self) -> None:
         """Merchants refund some of the sales their terminals have uploaded."""

@@ -57,7 +57,11 @@ def print_summary(outcome: Outcome, console: Console) -> None:
         for note in night.notes:
             table.add_row("note", note)
     phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in outcome.phases.items())
-    table.add_row("time", f"{outcome.seconds:.1f} s ({phases}); {tally.requests:,} API requests")
+    table.add_row(
+        "time",
+        f"{outcome.seconds:.1f} s ({phases}); in the day: uploads {tally.upload_seconds:.1f} s, "
+        f"top-ups {tally.top_up_seconds:.1f} s; {tally.requests:,} API requests",
+    )
     console.print(table)
 
 
@@ -81,6 +85,8 @@ def results(outcome: Outcome) -> dict[str, Any]:
         "phases": outcome.phases,
         "pcsc": outcome.pcsc,
         "requests": tally.requests,
+        "upload_seconds": round(tally.upload_seconds, 2),
+        "top_up_seconds": round(tally.top_up_seconds, 2),
         "taps": dict(tally.taps),
         "taps_pcsc": tally.taps_pcsc,
         "fares_rupiah": tally.fares_rupiah,

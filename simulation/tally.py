@@ -23,6 +23,8 @@ class Tally:
     quarantined: Counter[str] = field(default_factory=Counter)  # reason -> certificates
     batches: int = 0
     requests: int = 0
+    upload_seconds: float = 0.0  # wall time of the upload rounds (HTTP, in parallel)
+    top_up_seconds: float = 0.0  # wall time of loads made during the day (HTTP, one by one)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def load(self, channel: str, amount: int) -> None:
