@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
@@ -64,9 +65,9 @@ class Night:
     notes: list[str] = field(default_factory=list)
 
 
-def _has_command(env: dict[str, str], name: str) -> bool:
-    done = run_cli(["--help"], env, timeout=60)
-    return any(line.strip().startswith(name + " ") for line in done.stdout.splitlines())
+def _missing(done: subprocess.CompletedProcess[str]) -> bool:
+    """The build has no such command (click's usage error)."""
+    return done.returncode == 2 and "No such command" in done.stderr
 
 
 def run_night(
@@ -89,16 +90,16 @@ def run_night(
     night.verify_output = (done.stdout + done.stderr).strip()
     progress.advance(task)
 
-    has_nightly = _has_command(env, "nightly")
     reports = out / "merchant-reports"
     night.planted_merchant = statements.merchant_reports(
         day.city.shops, day.sales_by_shop, day_date, reports, rng
     )
     nightly_env = child_environment(database_url, run_secrets)
-    if has_nightly:
-        night.runs.append(_nightly(nightly_env, out / "night-1", day_date, reports, None))
-    else:
+    first = _nightly(nightly_env, out / "night-1", day_date, reports, None)
+    if first is None:
         night.notes.append("`jakartaone nightly` is not in this build: reconciliation skipped")
+    else:
+        night.runs.append(first)
     progress.advance(task)
 
     # The next morning: the API on the real clock; the gate comes back; the bank reports.
@@ -123,24 +124,24 @@ def run_night(
         late.stop()
     progress.advance(task)
 
-    if has_nightly:
-        run = _nightly(
+    if first is not None:
+        second = _nightly(
             nightly_env, out / "night-2", day_date, reports, bank if bank.exists() else None
         )
-        night.runs.append(run)
-        night.finance_report = _first(run.out, "*.html")
+        if second is not None:
+            night.runs.append(second)
+            night.finance_report = _first(second.out, "*.html")
     progress.advance(task)
-    if _has_command(env, "export"):
-        export_dir = out / "export"
-        done = run_cli(
-            ["export", "--date", day_date.isoformat(), "--out", str(export_dir)], nightly_env
-        )
-        if done.returncode != 0:
-            night.notes.append(f"export failed: {done.stderr[-500:]}")
-        night.policy_report = _first(export_dir, "*.html")
-        night.data_package = _first(export_dir, "datapackage.json")
-    else:
+    export_dir = out / "export"
+    done = run_cli(
+        ["export", "--date", day_date.isoformat(), "--out", str(export_dir)], nightly_env
+    )
+    if _missing(done):
         night.notes.append("`jakartaone export` is not in this build: no data package")
+    elif done.returncode != 0:
+        night.notes.append(f"export failed: {done.stderr[-500:]}")
+    night.policy_report = _first(export_dir, "*.html")
+    night.data_package = _first(export_dir, "datapackage.json")
     progress.advance(task)
     return night
 
@@ -152,13 +153,15 @@ def _first(directory: Path, pattern: str) -> Path | None:
 
 def _nightly(
     env: dict[str, str], out: Path, day_date: date, reports: Path, bank: Path | None
-) -> NightlyRun:
+) -> NightlyRun | None:
     args = ["nightly", "--date", day_date.isoformat(), "--out", str(out), "--no-progress"]
     if any(reports.glob("*.csv")):
         args += ["--merchant-reports", str(reports)]
     if bank is not None:
         args += ["--bank-statement", str(bank)]
     done = run_cli(args, env)
+    if _missing(done):
+        return None
     run = NightlyRun(done.returncode, out)
     report = _first(out, "report-*.json")
     if report is not None:

@@ -29,12 +29,14 @@ JAKARTAONE = str(Path(sys.executable).parent / "jakartaone")
 
 @dataclass(frozen=True, repr=False)
 class RunSecrets:
-    """The run's secrets. `repr` shows none of them."""
+    """The run's secrets (the API's root secret, the card master keys, the gates' SAM key,
+    the analytics release key). `repr` shows none of them."""
 
     api_secret: str = field(default_factory=lambda: secrets.token_hex(32))
     certificate_master: str = field(default_factory=lambda: secrets.token_hex(16))
     load_master: str = field(default_factory=lambda: secrets.token_hex(16))
     authentication_master: bytes = field(default_factory=lambda: secrets.token_bytes(16))
+    release_key: str = field(default_factory=lambda: secrets.token_hex(32))
 
     def __repr__(self) -> str:
         return "RunSecrets(<redacted>)"
@@ -57,6 +59,7 @@ def child_environment(
         env["JAKARTAONE_API_SECRET_KEY"] = run_secrets.api_secret
         env["JAKARTAONE_CERTIFICATE_MASTER_KEY"] = run_secrets.certificate_master
         env["JAKARTAONE_LOAD_MASTER_KEY"] = run_secrets.load_master
+        env["JAKARTAONE_RELEASE_KEY"] = run_secrets.release_key  # the analytics' pseudonyms
         # The server's own rate limits are per key and process; the demo's fleet shares a
         # few keys, so it lifts them (a real fleet has a key per depot).
         env["JAKARTAONE_API_RATE_PER_SECOND"] = "100000"

@@ -11,9 +11,11 @@ amount`), made from each reporting merchant's own terminal journal: most list ev
 
 The bank's statement (ISO 20022 camt.053), made from the payouts the night instructed, as
 the bank booked them the next day. Planted:
-- one payout the bank did not make (MISSING_IN_EXTERNAL);
 - one payout paid Rp 500 short (AMOUNT_MISMATCH);
+- one payout paid twice (DUPLICATE_EXTERNAL);
 - one debit the back office never instructed (MISSING_IN_LEDGER).
+(A payout missing from the statement is not a break yet on the day's own night: the bank
+has until the next business day, and the nightly job reports it then.)
 """
 
 from __future__ import annotations
@@ -100,13 +102,13 @@ def bank_statement(
     ordered = sorted(payouts, key=lambda p: str(p["id"]))
     for index, payout in enumerate(ordered):
         amount = int(payout["amount"])
-        if index == 0 and len(ordered) >= 3:
-            planted["MISSING_IN_EXTERNAL"] += 1
-            continue
-        if index == 1 and len(ordered) >= 3:
+        if index == 0 and len(ordered) >= 2:
             amount -= 500
             planted["AMOUNT_MISMATCH"] += 1
         entries.append((str(payout["id"]), amount))
+        if index == 1:
+            entries.append((str(payout["id"]), amount))
+            planted["DUPLICATE_EXTERNAL"] += 1
     stray = f"{rng.getrandbits(128):032x}"
     entries.append((f"{stray[:8]}-{stray[8:12]}-{stray[12:16]}-{stray[16:20]}-{stray[20:]}",
                     75_000))  # fmt: skip
