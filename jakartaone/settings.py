@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     - api_rate_per_second / api_rate_burst: each API key's token bucket, per server process.
     - api_key_cache_seconds: how long a server process trusts an API key it looked up.
     - log_level: the API's structured logs (DEBUG, INFO, WARNING, ERROR).
+    - clock_offset_seconds: JAKARTAONE_CLOCK_OFFSET_SECONDS, default 0. The API's business
+      clock runs this far off the machine's; only `jakartaone demo` sets it, to replay a
+      past business day. Production leaves it at 0.
     """
 
     model_config = SettingsConfigDict(env_prefix="JAKARTAONE_", extra="ignore")
@@ -39,3 +42,4 @@ class Settings(BaseSettings):
     api_rate_burst: int = 400
     api_key_cache_seconds: float = 1.0
     log_level: str = "INFO"
+    clock_offset_seconds: int = 0

@@ -255,3 +255,21 @@ def test_ledger_invariant_broken(world: World, tmp_path: Path) -> None:
     assert set(found) == {("LEDGER_INVARIANT_BROKEN", "NEW")}
     assert found[("LEDGER_INVARIANT_BROKEN", "NEW")] >= 2  # guard_missing, content_hash_mismatch
     assert result.exit_code is ExitCode.BREAKS
+
+
+@both_backends
+def test_a_gate_seen_only_in_forwarded_certificates_is_missing_a_batch(
+    world: World, tmp_path: Path
+) -> None:
+    """A gate cut off from the network: another terminal forwards one of its certificates
+    (read from the card), with a sequence number past the gate's last batch."""
+    operator = world.merchant("KRL Commuter Line", kind="operator")
+    world.terminal(operator, "GATE-1", kind="gate")
+    world.batch("GATE-1", 1, 10)
+    card = world.card(50_000)
+    world.submit(card.debit(3_000, "GATE-1", 14, world.seconds), source="gate_batch")  # type: ignore[attr-defined]
+    night(world, tmp_path)
+    assert breaks(world) == Counter({("MISSING_BATCH", "NEW"): 1})
+    world.batch("GATE-1", 11, 14)  # the gate is back and uploads
+    night(world, tmp_path)
+    assert breaks(world) == Counter({("MISSING_BATCH", "AUTO_RESOLVED"): 1})
