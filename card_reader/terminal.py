@@ -13,6 +13,10 @@ Guarantees:
   the fare rules see the journey already recorded, so nothing is charged twice.
 - A hotlisted card is blocked on the chip and refused; a card already blocked is refused
   at SELECT.
+- A terminal whose journal cannot take the record (disk full, read-only, I/O error) does
+  not debit or load: it refuses the tap with the journal's code (`journal_disk_full`,
+  `journal_read_only`, `journal_write_failed`) and logs why. If the write fails after the
+  card committed, the card carries the certificate and the next tap anywhere collects it.
 - Card serials never reach a log in clear: results carry `mask_serial`.
 """
 
@@ -32,7 +36,7 @@ from card_reader.errors import (
 )
 from card_reader.fares import GateMode, Line, Station, TapOutcome, check_gate_mode, plan_tap
 from card_reader.hotlist import HotlistStore
-from card_reader.journal import Journal
+from card_reader.journal import Journal, JournalUnavailableError
 from card_reader.keys import Sam
 from card_reader.messages import PurseRecord
 from card_reader.protocol import CardSession
@@ -119,6 +123,9 @@ class _Terminal:
             result = TapResult(False, error.code, card)
         except CardResponseInvalidError:
             result = TapResult(False, "card_response_invalid", card)
+        except JournalUnavailableError as error:
+            log.error("tap refused, the journal cannot record it: %s", error)
+            result = TapResult(False, error.code, card)
         return TapResult(
             result.opened,
             result.code,
@@ -167,6 +174,7 @@ class Gate(_Terminal):
             return TapResult(True, plan.code, card, 0, purse.balance)
         if plan.outcome is TapOutcome.REFUSE:
             return TapResult(False, plan.code, card, plan.amount, purse.balance)
+        self.journal.check_writable()  # never take value that cannot be recorded
         cert = session.debit(
             amount=plan.amount,
             terminal_id=self.terminal_id,
@@ -191,6 +199,7 @@ class MerchantTerminal(_Terminal):
         card = mask_serial(session.serial)
         if purse.balance < amount:
             return TapResult(False, "insufficient_funds", card, amount, purse.balance)
+        self.journal.check_writable()
         cert = session.debit(
             amount=amount,
             terminal_id=self.terminal_id,
@@ -219,6 +228,7 @@ class MerchantTerminal(_Terminal):
         card = mask_serial(session.serial)
         if purse.balance + amount > purse.max_balance:
             return TapResult(False, "over_max_balance", card, amount, purse.balance)
+        self.journal.check_writable()
         cryptogram = cryptograms(session.serial, purse.counter, amount)
         cert = session.credit(
             amount=amount,

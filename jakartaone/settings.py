@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///jakartaone.sqlite3"
@@ -21,6 +21,8 @@ class Settings(BaseSettings):
       master keys (docs/card-protocol.md, "Keys"). Never logged, never stored.
     - api_rate_per_second / api_rate_burst: each API key's token bucket, per server process.
     - api_key_cache_seconds: how long a server process trusts an API key it looked up.
+    - api_idempotency_lease_seconds: how long a request holds its Idempotency-Key; a retry
+      of a request whose server died waits at most this long (1 to 3600).
     - log_level: the API's structured logs (DEBUG, INFO, WARNING, ERROR).
     """
 
@@ -33,4 +35,5 @@ class Settings(BaseSettings):
     api_rate_per_second: float = 200.0
     api_rate_burst: int = 400
     api_key_cache_seconds: float = 1.0
+    api_idempotency_lease_seconds: int = Field(default=15, ge=1, le=3600)
     log_level: str = "INFO"
