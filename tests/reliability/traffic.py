@@ -199,6 +199,30 @@ def onboard(base: str, issuer_key: str, log: ClientLog, cards: int) -> Fleet:
     return Fleet(base, issuer_key, merchant_key, gate_key, merchant, issued)
 
 
+def top_up(issuer: RetryingClient, log: ClientLog, card_id: uuid.UUID, card: SimulatedCard) -> None:
+    """A load, both phases, each retried with its own key until final."""
+    load = issuer.request(
+        "POST",
+        "/v1/loads",
+        {
+            "card_id": str(card_id),
+            "amount": LOAD_AMOUNT,
+            "channel": "bank_transfer",
+            "card_counter": card.counter,
+        },
+        key=f"load-{card_id}-{card.counter}",
+    )
+    credit = card.credit(LOAD_AMOUNT, bytes.fromhex(load["cryptogram"]), POS_CODE)
+    issuer.request(
+        "POST",
+        f"/v1/loads/{load['id']}/confirm",
+        {"certificate": credit.to_json()},
+        key=f"confirm-{load['id']}",
+    )
+    with log.lock:
+        log.loads[uuid.UUID(load["id"])] = LOAD_AMOUNT
+
+
 class Traffic:
     """Client threads until `stop()`: each owns some cards (a card is in one place at a
     time) and loops over loads, sales, refunds (shops) or batches of taps (gates)."""
@@ -244,29 +268,6 @@ class Traffic:
             self._gate_seq += 1
             return self._gate_seq
 
-    def _topped_up(self, issuer: RetryingClient, card_id: uuid.UUID, card: SimulatedCard) -> None:
-        """A load, both phases, each retried with its own key until final."""
-        load = issuer.request(
-            "POST",
-            "/v1/loads",
-            {
-                "card_id": str(card_id),
-                "amount": LOAD_AMOUNT,
-                "channel": "bank_transfer",
-                "card_counter": card.counter,
-            },
-            key=f"load-{card_id}-{card.counter}",
-        )
-        credit = card.credit(LOAD_AMOUNT, bytes.fromhex(load["cryptogram"]), POS_CODE)
-        issuer.request(
-            "POST",
-            f"/v1/loads/{load['id']}/confirm",
-            {"certificate": credit.to_json()},
-            key=f"confirm-{load['id']}",
-        )
-        with self.log.lock:
-            self.log.loads[uuid.UUID(load["id"])] = LOAD_AMOUNT
-
     def _shop(self, cards: list[tuple[uuid.UUID, SimulatedCard]]) -> None:
         rng = random.Random()
         issuer = RetryingClient(self.fleet.base, self.fleet.issuer_key, self.log)
@@ -276,7 +277,7 @@ class Traffic:
                 card_id, card = rng.choice(cards)
                 amount = rng.randrange(1_000, 20_000, 500)
                 if card.balance < amount:
-                    self._topped_up(issuer, card_id, card)
+                    top_up(issuer, self.log, card_id, card)
                     continue
                 cert = card.debit(amount, POS_CODE, terminal_seq=card.counter + 1)
                 sale = shop.request(
@@ -310,7 +311,7 @@ class Traffic:
                 taps: list[tuple[uuid.UUID, Any]] = []
                 for card_id, card in rng.sample(cards, k=min(len(cards), rng.randint(1, 8))):
                     if card.balance < 3_500:
-                        self._topped_up(issuer, card_id, card)
+                        top_up(issuer, self.log, card_id, card)
                     taps.append((card_id, card.debit(3_500, GATE_CODE, self._next_gate_seq())))
                 seqs = [cert.terminal_seq for _, cert in taps]
                 batch_id = str(uuid.uuid4())
