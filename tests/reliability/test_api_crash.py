@@ -52,8 +52,9 @@ def test_sigkill_under_traffic_loses_and_doubles_nothing(
     server (whole server or one worker) at random moments, each followed by a restart."""
     url = make_postgres_database()
     log_path = tmp_path / "server.log"
-    env = {"JAKARTAONE_API_IDEMPOTENCY_LEASE_SECONDS": LEASE_S}
-    server = start_server(url, log_path, workers=2, **env)
+    server = start_server(
+        url, log_path, workers=2, JAKARTAONE_API_IDEMPOTENCY_LEASE_SECONDS=LEASE_S
+    )
     port = int(server.url.rsplit(":", 1)[1])
     log = ClientLog()
     fleet = onboard(server.url, server.issuer_key(), log, cards=20)
@@ -65,7 +66,14 @@ def test_sigkill_under_traffic_loses_and_doubles_nothing(
             time.sleep(rng.uniform(0.2, 1.2))
             if round_no % WHOLE_SERVER_EVERY == 0:
                 kill_whole_server(server)
-                server = start_server(url, log_path, workers=2, migrate=False, port=port, **env)
+                server = start_server(
+                    url,
+                    log_path,
+                    workers=2,
+                    migrate=False,
+                    port=port,
+                    JAKARTAONE_API_IDEMPOTENCY_LEASE_SECONDS=LEASE_S,
+                )
                 continue
             workers = server_workers(server)
             assert workers, "the server runs no workers"
