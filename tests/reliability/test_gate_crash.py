@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,14 @@ from tests.reliability.gate_process import TERMINAL_ID
 FARE = 3_500  # TransJakarta's flat fare
 
 
-def run_gate(data_dir: Path, card: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_gate(
+    data_dir: Path,
+    card: Path,
+    url: str,
+    *args: str,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """One run of the gate process (tests.reliability.gate_process)."""
     return subprocess.run(
         [
             sys.executable,
@@ -43,6 +51,7 @@ def run_gate(data_dir: Path, card: Path, url: str, *args: str) -> subprocess.Com
         text=True,
         timeout=60,
         check=False,
+        preexec_fn=preexec_fn,
     )
 
 
