@@ -3,16 +3,15 @@ acknowledged effect is lost or doubled, nothing is half-written, the ledger veri
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.api.live import LiveServer, start_server
+from tests.api.live import start_server
+from tests.reliability.faults import kill_whole_server, kill_worker, server_workers
 from tests.reliability.traffic import ClientLog, Traffic, ledger_verify, onboard, reconcile
 
 pytestmark = pytest.mark.postgres
@@ -20,27 +19,6 @@ pytestmark = pytest.mark.postgres
 ROUNDS = 20
 WHOLE_SERVER_EVERY = 7  # rounds 7 and 14 kill every process; the rest kill one worker
 LEASE_S = "2"  # a dead request's Idempotency-Key is taken over after this
-
-
-def server_workers(server: LiveServer) -> list[int]:
-    """The worker processes `jakartaone serve` supervises (its direct children that run
-    the app; multiprocessing's resource tracker is not one)."""
-    pid = server.process.pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    workers = []
-    for child in children:
-        try:
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-        except FileNotFoundError:
-            continue
-        if b"spawn_main" in cmdline:
-            workers.append(int(child))
-    return workers
-
-
-def kill_whole_server(server: LiveServer) -> None:
-    os.killpg(server.process.pid, signal.SIGKILL)
-    server.process.wait(timeout=15)
 
 
 def test_sigkill_under_traffic_loses_and_doubles_nothing(
@@ -77,7 +55,7 @@ def test_sigkill_under_traffic_loses_and_doubles_nothing(
                 continue
             workers = server_workers(server)
             assert workers, "the server runs no workers"
-            os.kill(rng.choice(workers), signal.SIGKILL)
+            kill_worker(rng.choice(workers))
             # The supervisor restarts the worker; wait until it serves again.
             deadline = time.monotonic() + 60
             while len(server_workers(server)) < 2 and time.monotonic() < deadline:
