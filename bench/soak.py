@@ -28,15 +28,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
 from bench.databases import scratch_database
-from jakartaone.migrate import upgrade
-from ledger import make_engine
 from tests.api.live import LiveServer, start_server
 from tests.reliability.faults import kill_whole_server, kill_worker, server_workers
-from tests.reliability.proxy import TcpProxy
-from tests.reliability.traffic import ClientLog, Traffic, ledger_verify, onboard, reconcile
+from tests.reliability.proxy import TcpProxy, proxied
+from tests.reliability.traffic import ClientLog, Traffic, ledger_verify, onboard, settle
 
 LEASE_SECONDS = "5"
 
@@ -84,19 +80,10 @@ class Faults:
 
 def soak(minutes: float, fault_every_s: float, cards: int) -> dict[str, Any]:
     with scratch_database("postgresql") as direct, tempfile.TemporaryDirectory() as folder:
-        engine = make_engine(direct)
-        upgrade(engine)
-        engine.dispose()
-        target = make_url(direct)
-        proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
-        via_proxy = target.set(port=proxy.port).render_as_string(hide_password=False)
+        proxy, via_proxy = proxied(direct)
         log_path = Path(folder) / "server.log"
         server = start_server(
-            via_proxy,
-            log_path,
-            workers=2,
-            migrate=False,
-            JAKARTAONE_API_IDEMPOTENCY_LEASE_SECONDS=LEASE_SECONDS,
+            via_proxy, log_path, workers=2, JAKARTAONE_API_IDEMPOTENCY_LEASE_SECONDS=LEASE_SECONDS
         )
         faults = Faults(server, proxy, via_proxy, log_path)
         try:
@@ -116,7 +103,7 @@ def soak(minutes: float, fault_every_s: float, cards: int) -> dict[str, Any]:
             log("stopping the clients (each finishes its request)")
             traffic.stop()
             elapsed = (time.monotonic() - started) / 60
-            outcome = reconcile(direct, fleet, clients)
+            outcome = settle(direct, faults.server.url, fleet, clients)
             verified = ledger_verify({**faults.server.env, "JAKARTAONE_DATABASE_URL": direct})
             for problem in [*outcome.lost, *outcome.duplicated, *outcome.half_written][:20]:
                 log(f"  {problem}")

@@ -12,6 +12,8 @@ import socket
 import struct
 import threading
 
+from sqlalchemy.engine import make_url
+
 
 class TcpProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -99,3 +101,11 @@ def _reset(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)  # wakes the pump blocked in recv on it
     with contextlib.suppress(OSError):
         sock.close()
+
+
+def proxied(database_url: str) -> tuple[TcpProxy, str]:
+    """A proxy in front of the PostgreSQL that `database_url` names, and the URL that
+    reaches the same database through it."""
+    target = make_url(database_url)
+    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
+    return proxy, target.set(port=proxy.port).render_as_string(hide_password=False)

@@ -12,7 +12,7 @@ import pytest
 
 from tests.api.live import start_server
 from tests.reliability.faults import kill_whole_server, kill_worker, server_workers
-from tests.reliability.traffic import ClientLog, Traffic, ledger_verify, onboard, reconcile
+from tests.reliability.traffic import ClientLog, Traffic, ledger_verify, onboard, settle
 
 pytestmark = pytest.mark.postgres
 
@@ -68,7 +68,7 @@ def test_sigkill_under_traffic_loses_and_doubles_nothing(
         assert not log.unexpected_5xx, log.unexpected_5xx[:5]
         assert log.connection_errors > 0, "the kills never hit a request"
         assert len(log.debits) > 50 and log.loads and log.refunds
-        outcome = reconcile(url, fleet, log)
+        outcome = settle(url, server.url, fleet, log)
         assert outcome.lost == []
         assert outcome.duplicated == []
         assert outcome.half_written == []

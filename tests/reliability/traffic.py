@@ -54,6 +54,8 @@ class ClientLog:
     loads: dict[uuid.UUID, int] = field(default_factory=dict)  # load id -> amount
     refunds: dict[uuid.UUID, int] = field(default_factory=dict)  # refund id -> amount
     refusals: list[str] = field(default_factory=list)  # final 4xx: code and path
+    # Idempotency-Key -> (API key, path, body, answer) of every POST answered 2xx.
+    acknowledged: dict[str, tuple[str, str, Any, Any]] = field(default_factory=dict)
 
     def answered(self, response: httpx.Response) -> None:
         with self.lock:
@@ -94,6 +96,7 @@ class RetryingClient:
             base_url=base, timeout=15, headers={"Authorization": f"Bearer {api_key}"}
         )
         self.log = log
+        self.api_key = api_key
         self.deadline_s = deadline_s
 
     def close(self) -> None:
@@ -127,7 +130,11 @@ class RetryingClient:
                 continue
             if status >= 400:
                 raise Refused(status, _problem_code(response), path)
-            return response.json()
+            answer = response.json()
+            if key is not None:
+                with self.log.lock:
+                    self.log.acknowledged[key] = (self.api_key, path, body, answer)
+            return answer
 
 
 class Refused(Exception):  # noqa: N818 - a final answer, not a fault
@@ -343,6 +350,9 @@ class Reconciliation:
     lost: list[str]
     duplicated: list[str]
     half_written: list[str]
+    # Keys of acknowledged requests whose answer is not stored with the key (the change
+    # committed, then storing the answer failed): a retry must converge on the same effect.
+    unstored_answers: list[str]
 
     @property
     def clean(self) -> bool:
@@ -375,11 +385,14 @@ def reconcile(database_url: str, fleet: Fleet, log: ClientLog) -> Reconciliation
             transfer_ids = {row.id for row in conn.execute(sa.select(ledger_schema.transfers.c.id))}
             loads = {row.id: row for row in conn.execute(sa.select(ld))}
             refunds = {row.id: row for row in conn.execute(sa.select(rf))}
-            open_claims = conn.execute(
-                sa.select(sa.func.count())
-                .select_from(schema.idempotency_keys)
-                .where(schema.idempotency_keys.c.response_status.is_(None))
-            ).scalar_one()
+            open_claims = [
+                row.key
+                for row in conn.execute(
+                    sa.select(schema.idempotency_keys.c.key).where(
+                        schema.idempotency_keys.c.response_status.is_(None)
+                    )
+                )
+            ]
             balances = _purse_balances(conn, [card_id for card_id, _ in fleet.cards])
     finally:
         engine.dispose()
@@ -411,13 +424,57 @@ def reconcile(database_url: str, fleet: Fleet, log: ClientLog) -> Reconciliation
     for refund_id in refunds:
         if refund_id not in log.refunds:
             duplicated.append(f"refund {refund_id} never acknowledged")
-    if open_claims:
-        half.append(f"{open_claims} Idempotency-Key record(s) never completed")
+    unstored = [key for key in open_claims if key in log.acknowledged]
+    half += [
+        f"Idempotency-Key {key}: no final answer" for key in open_claims if key not in unstored
+    ]
     for card_id, card in fleet.cards:
         if balances.get(card_id, 0) != card.balance:
             what = lost if balances.get(card_id, 0) < card.balance else duplicated
             what.append(f"card {card_id}: chip {card.balance}, ledger {balances.get(card_id)}")
-    return Reconciliation(lost, duplicated, half)
+    return Reconciliation(lost, duplicated, half, unstored)
+
+
+def settle(database_url: str, base: str, fleet: Fleet, log: ClientLog) -> Reconciliation:
+    """Reconcile; retry every acknowledged request whose answer was not stored with its
+    key (as its client would, had the answer been lost) and check it converges on the same
+    object; then reconcile again: the retries must have changed nothing."""
+    first = reconcile(database_url, fleet, log)
+    diverged = retry_acknowledged(base, log, first.unstored_answers)
+    final = reconcile(database_url, fleet, log)
+    final.half_written += diverged + [
+        f"Idempotency-Key {key}: still no stored answer after a retry"
+        for key in final.unstored_answers
+    ]
+    return final
+
+
+def retry_acknowledged(base: str, log: ClientLog, keys: list[str]) -> list[str]:
+    """Send each acknowledged request under `keys` again, as a client that never got its
+    answer would; returns how any retry failed to converge on the first answer's object."""
+    diverged = []
+    for key in keys:
+        api_key, path, body, first = log.acknowledged[key]
+        client = RetryingClient(base, api_key, ClientLog())
+        try:
+            again = client.request("POST", path, body, key=key)
+        except Refused as refusal:
+            diverged.append(f"{key}: first 2xx, then {refusal}")
+            continue
+        finally:
+            client.close()
+        if _identity(again) != _identity(first):
+            diverged.append(f"{key}: {_identity(first)} then {_identity(again)}")
+    return diverged
+
+
+def _identity(answer: Any) -> Any:
+    """What a retry must reproduce: the object's id, or a batch's per-item outcomes."""
+    if "items" in answer:
+        return [
+            (item["terminal_seq"], item["outcome"] != "quarantined") for item in answer["items"]
+        ]
+    return answer.get("id")
 
 
 def _purse_balances(conn: sa.Connection, card_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
