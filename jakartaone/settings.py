@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     - certificate_master_key / load_master_key: JAKARTAONE_CERTIFICATE_MASTER_KEY and
       JAKARTAONE_LOAD_MASTER_KEY, hex (16 bytes each, different): the back office's card
       master keys (docs/card-protocol.md, "Keys"). Never logged, never stored.
+    - release_key: JAKARTAONE_RELEASE_KEY, hex, at least 32 bytes. The analytics release
+      key (docs/privacy.md): it keys the card pseudonyms and the differential-privacy noise
+      of `jakartaone export`, which refuses to run without it. Keep one per release period
+      and rotate it between periods. Never logged, never written into a release.
     - api_rate_per_second / api_rate_burst: each API key's token bucket, per server process.
     - api_key_cache_seconds: how long a server process trusts an API key it looked up.
     - api_idempotency_lease_seconds: how long a request holds its Idempotency-Key; a retry
@@ -32,6 +36,7 @@ class Settings(BaseSettings):
     api_secret_key: SecretStr | None = None
     certificate_master_key: SecretStr | None = None
     load_master_key: SecretStr | None = None
+    release_key: SecretStr | None = None
     api_rate_per_second: float = 200.0
     api_rate_burst: int = 400
     api_key_cache_seconds: float = 1.0
