@@ -15,6 +15,7 @@ BENCHMARKS = {
     "gate": "bench.gate",
     "ledger": "bench.ledger",
     "nightly": "bench.nightly",
+    "soak": "bench.soak",
 }
 
 

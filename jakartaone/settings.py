@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///jakartaone.sqlite3"
@@ -25,6 +25,8 @@ class Settings(BaseSettings):
       and rotate it between periods. Never logged, never written into a release.
     - api_rate_per_second / api_rate_burst: each API key's token bucket, per server process.
     - api_key_cache_seconds: how long a server process trusts an API key it looked up.
+    - api_idempotency_lease_seconds: how long a request holds its Idempotency-Key; a retry
+      of a request whose server died waits at most this long (1 to 3600).
     - log_level: the API's structured logs (DEBUG, INFO, WARNING, ERROR).
     - clock_offset_seconds: JAKARTAONE_CLOCK_OFFSET_SECONDS, default 0. The API's business
       clock runs this far off the machine's; only `jakartaone demo` sets it, to replay a
@@ -41,5 +43,6 @@ class Settings(BaseSettings):
     api_rate_per_second: float = 200.0
     api_rate_burst: int = 400
     api_key_cache_seconds: float = 1.0
+    api_idempotency_lease_seconds: int = Field(default=15, ge=1, le=3600)
     log_level: str = "INFO"
     clock_offset_seconds: int = 0

@@ -72,6 +72,7 @@ def context_from_settings(settings: Settings) -> ApiContext:
             rate_per_second=settings.api_rate_per_second,
             rate_burst=settings.api_rate_burst,
             api_key_cache_s=settings.api_key_cache_seconds,
+            idempotency_lease_s=settings.api_idempotency_lease_seconds,
         ),
     )
 
