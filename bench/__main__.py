@@ -13,6 +13,7 @@ BENCHMARKS = {
     "api": "bench.api",
     "gate": "bench.gate",
     "ledger": "bench.ledger",
+    "nightly": "bench.nightly",
 }
 
 

@@ -6,9 +6,11 @@ import click
 
 from card_reader.cli import card, gate, keys, terminal
 from jakartaone.demo import demo
+from jakartaone.export_command import export
 from jakartaone.ledger_commands import db, ledger
 from jakartaone.settings import SettingsError, load_settings
 from merchant_api.cli import api_keys, serve
+from reconciliation.nightly.cli import nightly
 
 
 @click.group()
@@ -29,6 +31,7 @@ def main(ctx: click.Context, database_url: str | None) -> None:
 
 main.add_command(db)
 main.add_command(demo)
+main.add_command(export)
 main.add_command(ledger)
 main.add_command(serve)
 main.add_command(api_keys)
@@ -36,6 +39,7 @@ main.add_command(keys)
 main.add_command(card)
 main.add_command(gate)
 main.add_command(terminal)
+main.add_command(nightly)
 
 
 if __name__ == "__main__":

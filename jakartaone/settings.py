@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     - certificate_master_key / load_master_key: JAKARTAONE_CERTIFICATE_MASTER_KEY and
       JAKARTAONE_LOAD_MASTER_KEY, hex (16 bytes each, different): the back office's card
       master keys (docs/card-protocol.md, "Keys"). Never logged, never stored.
+    - release_key: JAKARTAONE_RELEASE_KEY, hex, at least 32 bytes. The analytics release
+      key (docs/privacy.md): it keys the card pseudonyms and the differential-privacy noise
+      of `jakartaone export`, which refuses to run without it. Keep one per release period
+      and rotate it between periods. Never logged, never written into a release.
     - api_rate_per_second / api_rate_burst: each API key's token bucket, per server
       process: a finite rate above 0, a burst of 1 to 1,000,000.
     - api_key_cache_seconds: how long a server process trusts an API key it looked up,
@@ -56,6 +60,7 @@ class Settings(BaseSettings):
     api_secret_key: SecretStr | None = None
     certificate_master_key: SecretStr | None = None
     load_master_key: SecretStr | None = None
+    release_key: SecretStr | None = None
     api_rate_per_second: Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)] = 200.0
     api_rate_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 400
     api_key_cache_seconds: Annotated[float, Field(ge=0, le=60, allow_inf_nan=False)] = 1.0

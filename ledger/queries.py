@@ -274,3 +274,58 @@ def expired_pending_ids(conn: Connection, now_us: int, limit: int) -> list[uuid.
         .limit(limit)
     )
     return list(conn.execute(query).scalars())
+
+
+def posted_as_of(kind: AccountKind, as_of_seq: int) -> sa.Subquery:
+    """Every account of `kind` with its posted columns just after transfer `as_of_seq`:
+    columns id, created_at_us, debits_posted, credits_posted.
+
+    The same rule as `balances_from_postings` (a posted or post_pending leg moves the posted
+    columns), computed the other way round: today's columns, summed over every shard, minus
+    the posted legs of later transfers. It reads the accounts and only the journal's tail,
+    so a nightly job can stream it for millions of accounts.
+    """
+    a, s, t, p = schema.accounts, schema.account_balance_shards, schema.transfers, schema.postings
+    shards = (
+        sa.select(
+            s.c.account_id,
+            sa.func.sum(s.c.debits_posted).label("dp"),
+            sa.func.sum(s.c.credits_posted).label("cp"),
+        )
+        .group_by(s.c.account_id)
+        .subquery("shards")
+    )
+    later = (
+        sa.select(
+            p.c.account_id,
+            sa.func.sum(sa.case((p.c.amount > 0, p.c.amount), else_=0)).label("dp"),
+            sa.func.sum(sa.case((p.c.amount < 0, -p.c.amount), else_=0)).label("cp"),
+        )
+        .select_from(p.join(t, t.c.id == p.c.transfer_id))
+        .where(t.c.seq > as_of_seq, t.c.phase.in_(_MOVES_POSTED))
+        .group_by(p.c.account_id)
+        .subquery("later")
+    )
+    return (
+        sa.select(
+            a.c.id,
+            a.c.created_at_us,
+            (
+                a.c.debits_posted
+                + sa.func.coalesce(shards.c.dp, 0)
+                - sa.func.coalesce(later.c.dp, 0)
+            ).label("debits_posted"),
+            (
+                a.c.credits_posted
+                + sa.func.coalesce(shards.c.cp, 0)
+                - sa.func.coalesce(later.c.cp, 0)
+            ).label("credits_posted"),
+        )
+        .select_from(
+            a.outerjoin(shards, shards.c.account_id == a.c.id).outerjoin(
+                later, later.c.account_id == a.c.id
+            )
+        )
+        .where(a.c.kind == kind.value)
+        .subquery("posted_as_of")
+    )

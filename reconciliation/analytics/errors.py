@@ -30,6 +30,9 @@ class ReleaseErrorCode(StrEnum):
     SEAL_INVALID = "seal_invalid"
     # The output directory.
     OUTPUT_NOT_EMPTY = "output_not_empty"
+    # Reading the day from the ledger database (extract).
+    DAY_NOT_SEALED = "day_not_sealed"
+    RECORD_INVALID = "record_invalid"
 
 
 class ReleaseError(Exception):

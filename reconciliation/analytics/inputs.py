@@ -14,13 +14,15 @@ Guarantees:
 - Every rule below is checked before anything is computed; a broken one raises
   `ReleaseError` with its own code and the release writes nothing.
 
-Constraints on `events` (one row per card-signed transaction the ledger accepted):
-- event_id unique, not null; card_id, card_registered, ts, kind, amount, fare_capped,
-  balance_after not null (`null_in_required_column`).
+Constraints on `events` (one row per transaction the ledger accepted: card-signed ones,
+and the few the card did not sign, merchant refunds and loads posted on card evidence):
+- event_id unique, not null; card_id, card_registered, ts, kind, amount, fare_capped not
+  null (`null_in_required_column`). balance_after is the card's balance after a
+  card-signed transaction, null where the card signed nothing.
 - ts falls on the release day in WIB (`event_outside_day`).
 - kind in KINDS (`kind_invalid`).
-- amount > 0; a rail entry tap may carry 0, since rail fares are charged at the exit
-  (`amount_not_positive`).
+- amount > 0; a transit tap may carry 0: a rail entry tap (rail fares are charged at the
+  exit) and a leg the integrated-fare cap covers in full (`amount_not_positive`).
 - kind "transit": mode in MODES and tap in TAPS; a non-null mode or tap elsewhere must be
   one of those values too (`transit_fields_invalid`).
 - kind "load": load_channel in LOAD_CHANNELS; a non-null load_channel must be one of those
@@ -50,7 +52,7 @@ from reconciliation.analytics.geography import MODES
 
 KINDS = ("transit", "purchase", "load", "refund")
 TAPS = ("entry", "exit", "flat")
-LOAD_CHANNELS = ("agent", "bank_transfer", "refund")
+LOAD_CHANNELS = ("agent", "bank_transfer", "refund", "replacement")
 WIB_OFFSET_US = 7 * 3600 * 1_000_000
 DAY_US = 24 * 3600 * 1_000_000
 MIN_KEY_BYTES = 32
@@ -76,7 +78,7 @@ EVENTS_SCHEMA = pa.schema(
         pa.field("distance_m", pa.int32()),
         pa.field("fare_capped", pa.bool_(), nullable=False),
         pa.field("load_channel", pa.string()),
-        pa.field("balance_after", pa.int64(), nullable=False),
+        pa.field("balance_after", pa.int64()),
     ]
 )
 
@@ -224,7 +226,6 @@ def _check(con: duckdb.DuckDBPyConnection) -> None:
         "kind",
         "amount",
         "fare_capped",
-        "balance_after",
         "ts_us",
     ]
     rules: list[tuple[ReleaseErrorCode, str, str]] = [
@@ -241,8 +242,8 @@ def _check(con: duckdb.DuckDBPyConnection) -> None:
         (ReleaseErrorCode.KIND_INVALID, f"kind NOT IN {_in(KINDS)}", "events: unknown kind"),
         (
             ReleaseErrorCode.AMOUNT_NOT_POSITIVE,
-            "amount < 0 OR (amount = 0 AND NOT (kind = 'transit' AND tap = 'entry'))",
-            "events: amount must be > 0 (0 only on a rail entry tap)",
+            "amount < 0 OR (amount = 0 AND kind <> 'transit')",
+            "events: amount must be > 0 (0 only on a transit tap)",
         ),
         (
             ReleaseErrorCode.TRANSIT_FIELDS_INVALID,

@@ -252,8 +252,8 @@ def table_specs(config: ReleaseConfig) -> tuple[TableSpec, ...]:
             name="loads_by_channel",
             title="Loads (top-ups) by channel",
             description="Value loaded onto cards, by channel: agents (cash), bank transfer, "
-            "and refunds credited to cards.",
-            dims=(_d("channel", "Channel", "agent, bank_transfer or refund."),),
+            "refunds credited to cards, and balances moved from a replaced card.",
+            dims=(_d("channel", "Channel", "agent, bank_transfer, refund or replacement."),),
             keys=tuple((c,) for c in LOAD_CHANNELS),
             source="SELECT load_channel AS channel, card, amount, merchant FROM ev "
             "WHERE kind = 'load'",

@@ -69,7 +69,12 @@ class SimulatedCard:
         )
 
     def credit(
-        self, amount: int, cryptogram: bytes, terminal_id: str, terminal_seq: int = 1
+        self,
+        amount: int,
+        cryptogram: bytes,
+        terminal_id: str,
+        terminal_seq: int = 1,
+        timestamp: int | None = None,
     ) -> Certificate:
         expected = aes_cmac(
             self.keys.load, load_cryptogram_message(self.serial, self.counter, amount)
@@ -84,6 +89,6 @@ class SimulatedCard:
             balance_after=self.balance,
             terminal_id=terminal_id,
             terminal_seq=terminal_seq,
-            timestamp=int(time.time()),
+            timestamp=int(time.time()) if timestamp is None else timestamp,
             journey=None,
         )
