@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import anyio.to_thread
+import msgspec
 from litestar import Request
 from litestar.datastructures import Headers, MutableScopeHeaders
 from litestar.enums import ScopeType
@@ -75,6 +76,43 @@ def json_depth(body: bytes) -> int:
         depth += 1 if byte in b"[{" else -1
         deepest = max(deepest, depth)
     return deepest
+
+
+_AT_FIELD = re.compile(r" - at `\$\.?([^`]*)`")
+
+
+def check_body(handler: Any, body: bytes) -> None:
+    """Refuse a POST body before any work: not UTF-8, nested past MAX_JSON_DEPTH, or (for
+    a typed body) not its type under strict JSON rules. Litestar converts bodies leniently
+    (1000.0 and "1000" would pass as the integer 1000, "true" as true); money and counts
+    must come as JSON integers, so the strict decode here is what decides."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, ErrorCode.REQUEST_INVALID, "the body is not UTF-8") from None
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise ApiError(
+            400,
+            ErrorCode.REQUEST_INVALID,
+            f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels",
+        )
+    field = handler.parsed_data_field
+    body_type = field.annotation if field is not None else None
+    if not body or not (isinstance(body_type, type) and issubclass(body_type, msgspec.Struct)):
+        return
+    try:
+        msgspec.json.decode(body, type=body_type, strict=True)
+    except msgspec.ValidationError as error:
+        message = str(error)
+        at = _AT_FIELD.search(message)
+        raise ApiError(
+            400,
+            ErrorCode.REQUEST_INVALID,
+            "the request does not match the schema",
+            errors=[{"field": at.group(1) if at else "", "message": message}],
+        ) from None
+    except msgspec.DecodeError:
+        raise ApiError(400, ErrorCode.REQUEST_INVALID, "the body is not JSON") from None
 
 
 def _method(scope: Scope) -> str:
@@ -163,6 +201,10 @@ class AuthMiddleware:
         if scopes is None:  # public: create_app proves every /v1 route names its scopes
             await self.app(scope, receive, send)
             return
+        if not scope["path"].isascii():
+            # Every route is ASCII; only an id could match non-ASCII, and int() reads
+            # fullwidth digits: one object must have one spelling, not look-alikes.
+            raise ApiError(404, ErrorCode.NOT_FOUND, "no such route")
         ctx, gate = ctx_of(scope), gatekeeping_of(scope)
         client = (scope.get("client") or ("unknown", 0))[0]
         wait = gate.failures.blocked(client)
@@ -226,12 +268,7 @@ class IdempotencyMiddleware:
             )
         ctx = ctx_of(scope)
         body = await Request[Any, Any, Any](scope, receive).body()
-        if json_depth(body) > MAX_JSON_DEPTH:
-            raise ApiError(
-                400,
-                ErrorCode.REQUEST_INVALID,
-                f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels",
-            )
+        check_body(scope["route_handler"], body)
         digest = idempotency.request_digest(
             _method(scope), scope["path"], scope.get("query_string", b""), body
         )
