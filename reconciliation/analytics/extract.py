@@ -48,6 +48,7 @@ from sqlalchemy.engine import Connection
 from card_reader.certificate import CertificateFormatError, Journey
 from ledger import AccountKind
 from ledger import schema as ledger_schema
+from ledger.db import is_sqlite
 from ledger.journal import GENESIS_HASH
 from ledger.queries import posted_as_of
 from merchant_api import schema as api
@@ -171,7 +172,11 @@ def cards_reader(
 
 
 def _stream(conn: Connection, query: sa.Select[Any], batch_rows: int) -> Iterator[Any]:
-    yield from conn.execution_options(yield_per=batch_rows).execute(query)
+    if not is_sqlite(conn):
+        # A server-side cursor is planned for its first rows by default (10 %), which picks
+        # nested loops that are ruinous when every row is read, as here.
+        conn.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1.0")
+    yield from conn.execute(query.execution_options(yield_per=batch_rows))
 
 
 def _batches(
