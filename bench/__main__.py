@@ -14,6 +14,8 @@ BENCHMARKS = {
     "export": "bench.export",
     "gate": "bench.gate",
     "ledger": "bench.ledger",
+    "nightly": "bench.nightly",
+    "soak": "bench.soak",
 }
 
 

@@ -11,13 +11,14 @@ from sqlalchemy.engine import Engine
 
 from ledger import schema as ledger_schema
 from merchant_api import schema as merchant_api_schema
+from reconciliation.nightly import schema as reconciliation_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def target_metadata() -> list[sa.MetaData]:
     """Every package's table metadata, for autogenerate and the models-match test."""
-    return [ledger_schema.metadata, merchant_api_schema.metadata]
+    return [ledger_schema.metadata, merchant_api_schema.metadata, reconciliation_schema.metadata]
 
 
 def alembic_config(url: str) -> Config:

@@ -133,8 +133,10 @@ def sealing_horizon(conn: Connection) -> int:
 
     PostgreSQL draws `seq` from a sequence when the transfer row is inserted, and commits
     out of order: seq 7 may still be in flight while seq 8 is visible. Sealing up to 8 then
-    would leave 7 outside its block forever. So we note the transactions in progress now
-    and the highest committed seq, and wait for those transactions to end. Every writer
+    would leave 7 outside its block forever. So we note this database's transactions in
+    progress now and the highest committed seq, and wait for those transactions to end.
+    (Other databases of the cluster cannot write here, so their transactions are ignored:
+    a long job elsewhere must not postpone sealing.) Every writer
     inserts its postings (and so holds a transaction id) before it draws a seq, so a
     transaction missing from the in-progress list can only draw seqs above the horizon.
     """
@@ -149,6 +151,21 @@ def sealing_horizon(conn: Connection) -> int:
         )
     ).one()
     horizon, xids = int(row.horizon), list(row.xids)
+    if xids:
+        # The snapshot lists the whole cluster's transactions, but only this database's can
+        # insert transfers here. Read the activity view after the snapshot (and afresh, since
+        # it is cached per transaction), so that any of ours in the snapshot shows in it.
+        conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+        ours = conn.execute(
+            sa.text(
+                "SELECT x FROM unnest(CAST(:xids AS text[])) AS x"
+                " WHERE (x::bigint % 4294967296)::text::xid IN (SELECT backend_xid"
+                " FROM pg_stat_activity WHERE datname = current_database()"
+                " AND backend_xid IS NOT NULL)"
+            ),
+            {"xids": xids},
+        ).scalars()
+        xids = list(ours)
     deadline = time.monotonic() + _WAIT_FOR_WRITERS_S
     while xids:
         statuses = conn.execute(

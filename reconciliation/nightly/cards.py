@@ -1,0 +1,345 @@
+"""Card checks, from the certificates the cards signed (DuckDB, one card shard at a time).
+
+Each card in scope is examined along its chain of certificates in counter order, from the
+anchor (the certificate just below tonight's floor) up. What each break proves:
+- COUNTER_GAP: counters between two certificates are missing (certificates not uploaded
+  yet, or lost): value the card spent that the ledger does not know. A card whose chain
+  starts above counter 1 with no anchor has a gap from 1.
+- BALANCE_CHAIN_BROKEN: two consecutive certificates disagree: the later one's balance is
+  not the earlier one's minus its debit (plus its credit). The card's purse was tampered
+  with, or a clone spent from a copied state.
+- COUNTER_REGRESSION: a higher counter carries an earlier card time than a lower one by
+  more than the clock skew a terminal may have: two chips are spending as one card.
+- DUPLICATE_COUNTER: the API was sent two different certificates for one (card, counter)
+  (quarantined as `conflicting_duplicate`): a cloned card. The database's unique
+  constraint keeps the accepted records themselves free of duplicates.
+- SIGNATURE_INVALID: a certificate whose MAC does not verify under the back office's
+  certificate key: quarantined by the API as `mac_invalid`, or an accepted record that no
+  longer verifies (edited after it was recorded).
+- SHADOW_BALANCE_MISMATCH: the ledger's shadow purse (posted balance) differs from the
+  balance the card itself last reported, on a card whose chain is complete, with no pending
+  load and not replaced.
+- UNRESOLVED_LOAD: a load still pending after the card's evidence was weighed
+  (`decide_loads`): the card has not shown whether it took the value.
+- QUARANTINED_INPUT: any other certificate the API quarantined and nobody has resolved.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import duckdb
+
+from card_reader.certificate import Certificate, Journey, TransactionKind, certificate_mac
+from card_reader.keys import BackOfficeKeys
+from reconciliation.nightly.findings import CheckResult, Finding, card_subject
+from reconciliation.nightly.taxonomy import BreakType, Source
+
+CLOCK_SKEW_US = 600 * 1_000_000  # a terminal's clock may be off by up to 10 minutes
+QUARANTINE_TYPES = {
+    "conflicting_duplicate": BreakType.DUPLICATE_COUNTER,
+    "mac_invalid": BreakType.SIGNATURE_INVALID,
+}
+
+_CHAIN = """
+SELECT card_id, card_counter, kind, amount, balance_after, card_time_us,
+       lag(card_counter) OVER w AS prev_counter,
+       lag(balance_after) OVER w AS prev_balance,
+       max(card_time_us) OVER (PARTITION BY card_id ORDER BY card_counter
+           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS latest_before,
+       row_number() OVER w AS position
+FROM tx WHERE shard = $shard
+WINDOW w AS (PARTITION BY card_id ORDER BY card_counter)
+"""
+
+
+def check_chains(
+    duck: duckdb.DuckDBPyConnection, shards: int, tick: Callable[[], None]
+) -> CheckResult:
+    result = CheckResult(Source.CARDS)
+    for shard in range(shards):
+        _chain_shard(duck, shard, result)
+        tick()
+    return result
+
+
+def _chain_shard(duck: duckdb.DuckDBPyConnection, shard: int, result: CheckResult) -> None:
+    params = {"shard": shard}
+    for (card_id,) in duck.execute(
+        "SELECT DISTINCT card_id FROM tx WHERE shard = $shard", params
+    ).fetchall():
+        result.examined.add(card_subject(card_id))
+    rows = duck.execute(
+        f"""
+        WITH c AS ({_CHAIN})
+        SELECT 'gap', card_id, coalesce(prev_counter, 0) + 1, card_counter - 1, 0, 0
+          FROM c WHERE card_counter > coalesce(prev_counter, 0) + 1
+        UNION ALL
+        SELECT 'chain', card_id, card_counter, card_counter,
+               prev_balance + CASE kind WHEN 'credit' THEN amount ELSE -amount END,
+               balance_after
+          FROM c WHERE card_counter = prev_counter + 1
+           AND balance_after <> prev_balance + CASE kind WHEN 'credit' THEN amount ELSE -amount END
+        UNION ALL
+        SELECT 'regression', card_id, card_counter, card_counter, latest_before, card_time_us
+          FROM c WHERE card_time_us < latest_before - {CLOCK_SKEW_US}
+        """,
+        params,
+    ).fetchall()
+    for what, card_id, low, high, expected, found in rows:
+        subject = card_subject(card_id)
+        if what == "gap":
+            result.findings.append(
+                Finding(
+                    BreakType.COUNTER_GAP,
+                    Source.CARDS,
+                    subject,
+                    f"{card_id}:{low}-{high}",
+                    f"counters {low} to {high} missing",
+                    card_id=card_id,
+                    reference=f"{low}-{high}",
+                )
+            )
+        elif what == "chain":
+            result.findings.append(
+                Finding(
+                    BreakType.BALANCE_CHAIN_BROKEN,
+                    Source.CARDS,
+                    subject,
+                    f"{card_id}:{low}",
+                    f"counter {low} reports balance {found}, the chain gives {expected}",
+                    card_id=card_id,
+                    reference=str(low),
+                    ledger_amount=expected,
+                    external_amount=found,
+                )
+            )
+        else:
+            result.findings.append(
+                Finding(
+                    BreakType.COUNTER_REGRESSION,
+                    Source.CARDS,
+                    subject,
+                    f"{card_id}:{low}",
+                    f"counter {low} signed {(expected - found) // 1_000_000} s before a lower"
+                    " counter",
+                    card_id=card_id,
+                    reference=str(low),
+                )
+            )
+
+
+def check_shadow_balances(duck: duckdb.DuckDBPyConnection) -> CheckResult:
+    """The purse's posted balance against the card's last reported balance (module doc)."""
+    result = CheckResult(Source.CARDS)
+    for (card_id,) in duck.execute("SELECT card_id FROM cards").fetchall():
+        result.examined.add(purse_subject(card_id))
+    rows = duck.execute(
+        """
+        WITH last AS (
+            SELECT card_id, arg_max(balance_after, card_counter) AS reported,
+                   max(card_counter) AS counter
+            FROM tx GROUP BY card_id),
+        gaps AS (
+            SELECT DISTINCT card_id FROM (
+                SELECT card_id, card_counter,
+                       lag(card_counter) OVER (PARTITION BY card_id ORDER BY card_counter) AS p
+                FROM tx) WHERE card_counter > coalesce(p, 0) + 1)
+        SELECT c.card_id, c.credits_posted - c.debits_posted, l.reported, l.counter
+        FROM cards c JOIN last l USING (card_id)
+        WHERE c.status <> 'replaced'
+          AND c.card_id NOT IN (SELECT card_id FROM gaps)
+          AND c.card_id NOT IN (SELECT card_id FROM pending_loads)
+          AND c.credits_posted - c.debits_posted <> l.reported
+        """
+    ).fetchall()
+    for card_id, shadow, reported, counter in rows:
+        result.findings.append(
+            Finding(
+                BreakType.SHADOW_BALANCE_MISMATCH,
+                Source.CARDS,
+                purse_subject(card_id),
+                card_id,
+                f"ledger purse {shadow}, card reported {reported} at counter {counter}",
+                card_id=card_id,
+                ledger_amount=shadow,
+                external_amount=reported,
+            )
+        )
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class LoadDecision:
+    load_id: str
+    post: bool
+    reason: str
+
+
+def decide_loads(duck: duckdb.DuckDBPyConnection) -> list[LoadDecision]:
+    """What the card's own certificates say about each pending load made at counter c:
+    a credit for its amount at c+1 means the card took it (post); any other certificate at
+    c+1 means it did not (void, the cryptogram can never be used again). No certificate at
+    c+1 decides nothing: the load stays pending (UNRESOLVED_LOAD)."""
+    rows = duck.execute(
+        """
+        SELECT l.id, t.kind = 'credit' AND t.amount = l.amount
+        FROM pending_loads l JOIN tx t
+          ON t.card_id = l.card_id AND t.card_counter = l.card_counter + 1
+        """
+    ).fetchall()
+    return [
+        LoadDecision(
+            load_id,
+            bool(took),
+            "card credit at the next counter"
+            if took
+            else "another certificate at the next counter",
+        )
+        for load_id, took in rows
+    ]
+
+
+def check_pending_loads(duck: duckdb.DuckDBPyConnection) -> CheckResult:
+    result = CheckResult(Source.CARDS)
+    for load_id, card_id, amount, counter, day in duck.execute(
+        "SELECT id, card_id, amount, card_counter, business_date FROM pending_loads"
+    ).fetchall():
+        subject = f"load:{load_id}"
+        result.examined.add(subject)
+        result.findings.append(
+            Finding(
+                BreakType.UNRESOLVED_LOAD,
+                Source.CARDS,
+                subject,
+                load_id,
+                f"load of {day} at counter {counter} still pending: no certificate at"
+                f" counter {counter + 1} yet",
+                card_id=card_id,
+                reference=load_id,
+                ledger_amount=amount,
+            )
+        )
+    return result
+
+
+def check_quarantine(duck: duckdb.DuckDBPyConnection) -> CheckResult:
+    """Every open quarantined input is a break; a resolved one settles its break."""
+    result = CheckResult(Source.CARDS)
+    for qid, reason, card_id, counter, terminal, amount, merchant, status in duck.execute(
+        "SELECT id, reason, card_id, card_counter, terminal_code, amount, merchant_id, status"
+        " FROM quarantine"
+    ).fetchall():
+        subject = f"quarantine:{qid}"
+        result.examined.add(subject)
+        if status != "open":
+            continue
+        kind = QUARANTINE_TYPES.get(reason, BreakType.QUARANTINED_INPUT)
+        result.findings.append(
+            Finding(
+                kind,
+                Source.CARDS,
+                subject,
+                f"quarantine:{qid}",
+                f"quarantined: {reason}" + (f" at counter {counter}" if counter else ""),
+                card_id=card_id,
+                merchant_id=merchant,
+                terminal_code=terminal,
+                reference=qid,
+                external_amount=amount,
+            )
+        )
+    return result
+
+
+def purse_subject(card_id: str) -> str:
+    return f"purse:{card_id}"
+
+
+class SerialSource:
+    """Unseals card serials for key diversification; never logs or keeps them on disk."""
+
+    def __init__(self, unseal: Callable[[bytes], bytes]) -> None:
+        self._unseal = unseal
+
+    def serial(self, sealed_hex: str) -> bytes:
+        return self._unseal(bytes.fromhex(sealed_hex))
+
+
+def check_signatures(
+    duck: duckdb.DuckDBPyConnection,
+    day: str,
+    keys: BackOfficeKeys,
+    serials: SerialSource,
+    shards: int,
+    tick: Callable[[], None],
+) -> CheckResult:
+    """Re-verify the MAC of every certificate recorded on `day`, card by card.
+
+    The API verified each one before accepting it; this proves the stored record is still
+    exactly what the card signed (an edit behind the API's back breaks the MAC)."""
+    result = CheckResult(Source.CARDS)
+    for shard in range(shards):
+        cursor = duck.execute(
+            """
+            SELECT t.card_id, c.serial_sealed, t.card_counter, t.kind, t.amount,
+                   t.balance_after, t.terminal_code, t.terminal_seq, t.card_time_us,
+                   t.journey, t.mac
+            FROM tx t JOIN cards c USING (card_id)
+            WHERE t.shard = $shard AND t.business_date = $day
+            ORDER BY t.card_id
+            """,
+            {"shard": shard, "day": day},
+        )
+        card = None
+        key = b""
+        while batch := cursor.fetchmany(50_000):
+            for (
+                card_id,
+                sealed,
+                counter,
+                kind,
+                amount,
+                balance,
+                terminal,
+                seq,
+                at,
+                journey,
+                mac,
+            ) in batch:
+                if card_id != card:
+                    card = card_id
+                    serial = serials.serial(sealed)
+                    key = keys.certificate_key(serial)
+                cert = Certificate(
+                    card_serial=serial,
+                    counter=counter,
+                    kind=TransactionKind(kind),
+                    amount=amount,
+                    balance_after=balance,
+                    terminal_id=terminal,
+                    terminal_seq=seq,
+                    timestamp=at // 1_000_000,
+                    journey=Journey.from_json(json.loads(journey)) if journey else None,
+                    mac=bytes.fromhex(mac),
+                )
+                subject = f"certificate:{card_id}:{counter}"
+                result.examined.add(subject)
+                if not hmac.compare_digest(certificate_mac(key, cert.signed_bytes()), cert.mac):
+                    result.findings.append(
+                        Finding(
+                            BreakType.SIGNATURE_INVALID,
+                            Source.CARDS,
+                            subject,
+                            f"{card_id}:{counter}",
+                            f"the recorded certificate at counter {counter} no longer verifies",
+                            card_id=card_id,
+                            reference=str(counter),
+                            external_amount=amount,
+                        )
+                    )
+        tick()
+    return result
