@@ -52,15 +52,10 @@ from ledger.db import is_sqlite
 from ledger.journal import GENESIS_HASH
 from ledger.queries import posted_as_of
 from merchant_api import schema as api
+from merchant_api.wib import day_bounds_us
 from reconciliation.analytics.errors import ReleaseError, ReleaseErrorCode
 from reconciliation.analytics.geography import Network
-from reconciliation.analytics.inputs import (
-    CARDS_SCHEMA,
-    DAY_US,
-    EVENTS_SCHEMA,
-    WIB_OFFSET_US,
-    Seal,
-)
+from reconciliation.analytics.inputs import CARDS_SCHEMA, EVENTS_SCHEMA, Seal
 from reconciliation.analytics.journeys import network_line_names, transit_fields
 
 BATCH_ROWS = 10_000
@@ -70,13 +65,6 @@ CREDIT_CHANNELS = {"refund": "refund", "replacement": "replacement"}
 ct, cards, merchants, terminals = api.card_transactions, api.cards, api.merchants, api.terminals
 loads, credits, refunds = api.loads, api.card_credits, api.refunds
 transfers, blocks = ledger_schema.transfers, ledger_schema.journal_blocks
-
-
-def day_bounds_us(day: dt.date) -> tuple[int, int]:
-    """[start, end) of the WIB day in UTC microseconds."""
-    midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-    start = (midnight - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
-    return start - WIB_OFFSET_US, start - WIB_OFFSET_US + DAY_US
 
 
 def _card_rows_of_day(day: dt.date) -> list[sa.ColumnElement[bool]]:
