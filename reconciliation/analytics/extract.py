@@ -116,9 +116,16 @@ def day_seal(conn: Connection, day: dt.date) -> tuple[Seal, int]:
 
 
 def events_reader(
-    conn: Connection, day: dt.date, network: Network, batch_rows: int = BATCH_ROWS
+    conn: Connection,
+    day: dt.date,
+    network: Network,
+    failures: list[Exception] | None = None,
+    batch_rows: int = BATCH_ROWS,
 ) -> pa.RecordBatchReader:
-    """The day's events as a stream of EVENTS_SCHEMA batches (module docstring)."""
+    """The day's events as a stream of EVENTS_SCHEMA batches (module docstring).
+
+    An error raised while the stream is read is also appended to `failures`: DuckDB, which
+    pulls the stream, reports it as its own InvalidInputException and loses its type."""
 
     def rows() -> Iterator[dict[str, Any]]:
         yield from _card_signed(conn, day, network, batch_rows)
@@ -126,14 +133,19 @@ def events_reader(
         yield from _loads_on_evidence(conn, day, batch_rows)
 
     return pa.RecordBatchReader.from_batches(
-        EVENTS_SCHEMA, _batches(rows(), EVENTS_SCHEMA, batch_rows)
+        EVENTS_SCHEMA, _batches(rows(), EVENTS_SCHEMA, batch_rows, failures)
     )
 
 
 def cards_reader(
-    conn: Connection, day: dt.date, as_of_seq: int, batch_rows: int = BATCH_ROWS
+    conn: Connection,
+    day: dt.date,
+    as_of_seq: int,
+    failures: list[Exception] | None = None,
+    batch_rows: int = BATCH_ROWS,
 ) -> pa.RecordBatchReader:
-    """Every card whose purse existed by the end of the day, with its balance then."""
+    """Every card whose purse existed by the end of the day, with its balance then
+    (`failures` as in `events_reader`)."""
     _, end = day_bounds_us(day)
     purse = posted_as_of(AccountKind.CARD_PURSE, as_of_seq)
     query = (
@@ -155,7 +167,7 @@ def cards_reader(
             }
 
     return pa.RecordBatchReader.from_batches(
-        CARDS_SCHEMA, _batches(rows(), CARDS_SCHEMA, batch_rows)
+        CARDS_SCHEMA, _batches(rows(), CARDS_SCHEMA, batch_rows, failures)
     )
 
 
@@ -168,16 +180,24 @@ def _stream(conn: Connection, query: sa.Select[Any], batch_rows: int) -> Iterato
 
 
 def _batches(
-    rows: Iterator[dict[str, Any]], schema: pa.Schema, batch_rows: int
+    rows: Iterator[dict[str, Any]],
+    schema: pa.Schema,
+    batch_rows: int,
+    failures: list[Exception] | None,
 ) -> Iterator[pa.RecordBatch]:
     chunk: list[dict[str, Any]] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == batch_rows:
+    try:
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) == batch_rows:
+                yield pa.RecordBatch.from_pylist(chunk, schema=schema)
+                chunk = []
+        if chunk:
             yield pa.RecordBatch.from_pylist(chunk, schema=schema)
-            chunk = []
-    if chunk:
-        yield pa.RecordBatch.from_pylist(chunk, schema=schema)
+    except Exception as exc:
+        if failures is not None:
+            failures.append(exc)
+        raise
 
 
 def _event(
