@@ -349,8 +349,8 @@ def _copy_pg(
         [str(path)],
     )
     path.unlink()
-    row = duck.execute(f"SELECT count(*) FROM {spec.table}").fetchone()
-    return int(row[0]) if row else 0
+    ((count,),) = duck.execute(f"SELECT count(*) FROM {spec.table}").fetchall()
+    return int(count)
 
 
 def _copy_sqlite(raw: Any, sql: str, duck: duckdb.DuckDBPyConnection, spec: Extract) -> int:

@@ -52,8 +52,6 @@ from reconciliation.nightly.schema import recon_breaks, recon_runs
 from reconciliation.nightly.statements import read_merchant_reports, read_statement
 from reconciliation.nightly.taxonomy import UNSETTLED, BreakStatus, BreakType, ExitCode, Source
 
-SERIAL_PURPOSE = "card-serial"  # merchant_api.services.cards seals serials under this
-
 
 class NightlyError(RuntimeError):
     """The job cannot run: `code` says why (day_not_closed, keys_missing, ...)."""
@@ -258,16 +256,9 @@ def _reconcile(
             records_result = records.check_records(
                 duck, day, bounds, lambda ids: _recorded_elsewhere(engine, ids)
             )
-        with phases.step("cards", total=config.shards * 2) as tick:
+        with phases.step("cards") as tick:
             card_result = cards.check_chains(duck, config.shards, tick)
-            signatures = cards.check_signatures(
-                duck,
-                day,
-                keys,
-                cards.SerialSource(lambda sealed: secrets.unseal(SERIAL_PURPOSE, sealed)),
-                config.shards,
-                tick,
-            )
+            signatures = cards.check_signatures(duck, day, keys, secrets, config.threads, tick)
             for extra in (
                 signatures,
                 cards.check_shadow_balances(duck),

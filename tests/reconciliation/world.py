@@ -28,7 +28,7 @@ from merchant_api.context import ApiContext
 from merchant_api.crypto import ApiSecrets
 from merchant_api.services.certificates import Caller, accept, parse
 from merchant_api.wib import day_bounds_us
-from reconciliation.nightly.job import SERIAL_PURPOSE
+from reconciliation.nightly.cards import SERIAL_PURPOSE
 
 CARD_KEYS = BackOfficeKeys.from_hex("11" * 16, "22" * 16)
 ROOT_KEY = b"\x07" * 32
