@@ -14,16 +14,13 @@ from merchant_api import schema
 from reconciliation.nightly.statements import InputError, InputErrorCode, read_camt053
 from reconciliation.nightly.taxonomy import ExitCode
 from tests.conftest import both_backends
-from tests.reconciliation.test_scenarios import breaks, night, shop_day
+from tests.reconciliation.test_scenarios import breaks, gap_day, night, shop_day
 from tests.reconciliation.world import World
 
 
 @both_backends
 def test_late_certificate_auto_resolves_the_gap(world: World, tmp_path: Path) -> None:
-    _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
-    late = card.debit(1_000, "POS-1", 2, world.seconds)  # type: ignore[attr-defined]
-    world.submit(card.debit(1_000, "POS-1", 3, world.seconds))  # type: ignore[attr-defined]
+    _, late = gap_day(world)
     assert night(world, tmp_path).exit_code is ExitCode.BREAKS
     assert breaks(world) == Counter({("COUNTER_GAP", "NEW"): 1})
     world.next_day()
@@ -34,15 +31,12 @@ def test_late_certificate_auto_resolves_the_gap(world: World, tmp_path: Path) ->
 
 
 def test_a_break_that_survives_a_night_is_open(world: World, tmp_path: Path) -> None:
-    _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
-    card.debit(1_000, "POS-1", 2, world.seconds)  # type: ignore[attr-defined]
-    world.submit(card.debit(1_000, "POS-1", 3, world.seconds))  # type: ignore[attr-defined]
+    card, _ = gap_day(world)
     night(world, tmp_path)
     night(world, tmp_path)  # the same night again changes nothing
     assert breaks(world) == Counter({("COUNTER_GAP", "NEW"): 1})
     world.next_day()
-    world.submit(card.debit(1_000, "POS-1", 4, world.seconds))  # type: ignore[attr-defined]
+    world.submit(card.debit(1_000, "POS-1", 4, world.seconds))
     night(world, tmp_path)
     assert breaks(world) == Counter({("COUNTER_GAP", "OPEN"): 1})
 
@@ -54,7 +48,7 @@ def _payouts(world: World) -> list[sa.Row[tuple[object, ...]]]:
 @both_backends
 def test_settlement_equals_the_ledger_and_the_bank_pays_it(world: World, tmp_path: Path) -> None:
     _, card = shop_day(world)
-    world.submit(card.debit(20_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    world.submit(card.debit(20_000, "POS-1", 1, world.seconds))
     first = night(world, tmp_path)
     assert first.exit_code is ExitCode.AGREED
     (payout,) = _payouts(world)
@@ -71,7 +65,7 @@ def test_settlement_equals_the_ledger_and_the_bank_pays_it(world: World, tmp_pat
 
 def test_bank_breaks(world: World, tmp_path: Path) -> None:
     _, card = shop_day(world)
-    world.submit(card.debit(20_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    world.submit(card.debit(20_000, "POS-1", 1, world.seconds))
     night(world, tmp_path)
     (payout,) = _payouts(world)
     world.next_day()
@@ -90,11 +84,11 @@ def test_bank_breaks(world: World, tmp_path: Path) -> None:
 
 def test_merchant_report_one_to_one_and_one_to_many(world: World, tmp_path: Path) -> None:
     shop, card = shop_day(world)
-    world.terminal(shop, "POS-2")  # type: ignore[arg-type]
+    world.terminal(shop, "POS-2")
     for seq in (1, 2):
-        world.submit(card.debit(5_000, "POS-1", seq, world.seconds))  # type: ignore[attr-defined]
+        world.submit(card.debit(5_000, "POS-1", seq, world.seconds))
     for seq in (1, 2):
-        world.submit(card.debit(3_000, "POS-2", seq, world.seconds))  # type: ignore[attr-defined]
+        world.submit(card.debit(3_000, "POS-2", seq, world.seconds))
     reports = tmp_path / "reports"
     reports.mkdir()
     header = "merchant_id,business_date,terminal_code,terminal_seq,amount\n"
@@ -135,7 +129,7 @@ def test_unresolved_load_then_card_evidence_posts_it(world: World, tmp_path: Pat
             card.purse,
             10_000,
             "load",
-            pending=True,  # type: ignore[attr-defined]
+            pending=True,
         )
     )
     now = world.tick()
@@ -143,7 +137,7 @@ def test_unresolved_load_then_card_evidence_posts_it(world: World, tmp_path: Pat
         conn.execute(
             sa.insert(schema.loads).values(
                 id=load_id,
-                card_id=card.id,  # type: ignore[attr-defined]
+                card_id=card.id,
                 amount=10_000,
                 channel="bank_transfer",
                 card_counter=0,
@@ -213,8 +207,8 @@ def test_resolved_by_a_compensating_transfer_then_closed(world: World, tmp_path:
     from reconciliation.nightly.schema import recon_breaks
 
     _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
-    world.post(Transfer.simple(uuid.uuid4(), chart.SUSPENSE, card.purse, 700, "adjustment"))  # type: ignore[attr-defined]
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
+    world.post(Transfer.simple(uuid.uuid4(), chart.SUSPENSE, card.purse, 700, "adjustment"))
     night(world, tmp_path)
     (row,) = run_read(world.engine, lambda c: c.execute(sa.select(recon_breaks)).all())
     assert (row.break_type, row.ledger_amount, row.external_amount) == (
@@ -231,7 +225,7 @@ def test_resolved_by_a_compensating_transfer_then_closed(world: World, tmp_path:
         card.purse,
         chart.SUSPENSE,
         700,
-        "break_fix",  # type: ignore[attr-defined]
+        "break_fix",
         metadata={"break_id": str(row.id)},
     )
     lifecycle.resolve(world.engine, world.ledger, row.id, fix, "reversed the stray posting")
@@ -259,11 +253,11 @@ def test_a_refused_compensating_transfer_resolves_nothing(world: World, tmp_path
     from reconciliation.nightly.schema import recon_breaks
 
     _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
-    world.post(Transfer.simple(uuid.uuid4(), chart.SUSPENSE, card.purse, 700, "adjustment"))  # type: ignore[attr-defined]
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
+    world.post(Transfer.simple(uuid.uuid4(), chart.SUSPENSE, card.purse, 700, "adjustment"))
     night(world, tmp_path)
     (row,) = run_read(world.engine, lambda c: c.execute(sa.select(recon_breaks)).all())
-    overdraw = Transfer.simple(uuid.uuid4(), card.purse, chart.SUSPENSE, 10**9, "break_fix")  # type: ignore[attr-defined]
+    overdraw = Transfer.simple(uuid.uuid4(), card.purse, chart.SUSPENSE, 10**9, "break_fix")
     with pytest.raises(lifecycle.BreakTransitionError) as refused:
         lifecycle.resolve(world.engine, world.ledger, row.id, overdraw, "wrong amount")
     assert refused.value.code == "compensating_transfer_refused"
@@ -273,7 +267,7 @@ def test_a_refused_compensating_transfer_resolves_nothing(world: World, tmp_path
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_writer_left_open_postpones_the_seal(world: World, tmp_path: Path) -> None:
     _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
     with world.engine.connect() as blocker:
         blocker.exec_driver_sql("SELECT pg_current_xact_id()")  # holds a transaction id
         result = night(world, tmp_path)

@@ -26,7 +26,7 @@ from ledger import Ledger, Transfer, run_write
 from merchant_api import chart, schema
 from merchant_api.context import ApiContext
 from merchant_api.crypto import ApiSecrets
-from merchant_api.services.certificates import Caller, accept, parse
+from merchant_api.services.certificates import Caller, Source, accept, parse
 from merchant_api.wib import day_bounds_us
 from reconciliation.nightly.cards import SERIAL_PURPOSE
 
@@ -169,7 +169,7 @@ class World:
         result = self.ledger.submit([transfer])[0]
         assert result.code.succeeded, result.code
 
-    def submit(self, *certs: Certificate, source: str = "api") -> list[str]:
+    def submit(self, *certs: Certificate, source: Source = "api") -> list[str]:
         """Accept certificates as the API does, at the world's clock; the outcomes."""
         items = [parse(self.ctx, cert.to_json()) for cert in certs]
         now = self.tick()
