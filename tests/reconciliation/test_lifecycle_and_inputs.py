@@ -3,19 +3,23 @@ hostile XML."""
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from ledger import run_read
-from merchant_api import schema
+from ledger import Transfer, run_read
+from merchant_api import chart, schema
+from reconciliation.nightly import breaks as lifecycle
+from reconciliation.nightly.schema import recon_breaks
 from reconciliation.nightly.statements import InputError, InputErrorCode, read_camt053
 from reconciliation.nightly.taxonomy import ExitCode
 from tests.conftest import both_backends
 from tests.reconciliation.test_scenarios import breaks, gap_day, night, shop_day
-from tests.reconciliation.world import World
+from tests.reconciliation.world import Card, World
 
 
 @both_backends
@@ -115,11 +119,6 @@ def test_merchant_report_one_to_one_and_one_to_many(world: World, tmp_path: Path
 
 
 def test_unresolved_load_then_card_evidence_posts_it(world: World, tmp_path: Path) -> None:
-    import uuid
-
-    from ledger import Transfer
-    from merchant_api import chart
-
     _, card = shop_day(world)
     load_id = uuid.uuid4()
     world.post(
@@ -198,19 +197,18 @@ def test_fractional_rupiah_is_refused(tmp_path: Path) -> None:
     assert info.value.code is InputErrorCode.AMOUNT_INVALID
 
 
-def test_resolved_by_a_compensating_transfer_then_closed(world: World, tmp_path: Path) -> None:
-    import uuid
-
-    from ledger import Transfer
-    from merchant_api import chart
-    from reconciliation.nightly import breaks as lifecycle
-    from reconciliation.nightly.schema import recon_breaks
-
+def _shadow_break(world: World, tmp_path: Path) -> tuple[Card, Any]:
+    """A stray posting into a purse, found as SHADOW_BALANCE_MISMATCH; (card, its break)."""
     _, card = shop_day(world)
     world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
     world.post(Transfer.simple(uuid.uuid4(), chart.SUSPENSE, card.purse, 700, "adjustment"))
     night(world, tmp_path)
     (row,) = run_read(world.engine, lambda c: c.execute(sa.select(recon_breaks)).all())
+    return card, row
+
+
+def test_resolved_by_a_compensating_transfer_then_closed(world: World, tmp_path: Path) -> None:
+    card, row = _shadow_break(world, tmp_path)
     assert (row.break_type, row.ledger_amount, row.external_amount) == (
         "SHADOW_BALANCE_MISMATCH",
         99_700,
@@ -245,18 +243,7 @@ def test_resolved_by_a_compensating_transfer_then_closed(world: World, tmp_path:
 
 
 def test_a_refused_compensating_transfer_resolves_nothing(world: World, tmp_path: Path) -> None:
-    import uuid
-
-    from ledger import Transfer
-    from merchant_api import chart
-    from reconciliation.nightly import breaks as lifecycle
-    from reconciliation.nightly.schema import recon_breaks
-
-    _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
-    world.post(Transfer.simple(uuid.uuid4(), chart.SUSPENSE, card.purse, 700, "adjustment"))
-    night(world, tmp_path)
-    (row,) = run_read(world.engine, lambda c: c.execute(sa.select(recon_breaks)).all())
+    card, row = _shadow_break(world, tmp_path)
     overdraw = Transfer.simple(uuid.uuid4(), card.purse, chart.SUSPENSE, 10**9, "break_fix")
     with pytest.raises(lifecycle.BreakTransitionError) as refused:
         lifecycle.resolve(world.engine, world.ledger, row.id, overdraw, "wrong amount")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from card_reader.certificate import Certificate
+from card_reader.certificate import Certificate, Journey, JourneyAction, TransitMode
 from ledger import Transfer, run_read
-from merchant_api import chart
+from merchant_api import chart, schema
 from reconciliation.nightly.job import NightlyConfig, NightlyResult, run_nightly
 from reconciliation.nightly.schema import recon_breaks
 from reconciliation.nightly.taxonomy import ExitCode
@@ -103,8 +103,6 @@ def _bad_mac(world: World) -> None:
 def _edited(world: World) -> None:
     _, card = shop_day(world)
     world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
-    from merchant_api import schema
-
     with world.engine.begin() as conn:
         conn.execute(sa.update(schema.card_transactions).values(terminal_seq=99))
 
@@ -127,8 +125,6 @@ def _missing_batch(world: World) -> None:
 
 
 def _unfinished(world: World) -> None:
-    from card_reader.certificate import Journey, JourneyAction, TransitMode
-
     operator = world.merchant("MRT Jakarta", kind="operator")
     world.terminal(operator, "GATE-1", kind="gate")
     card = world.card(50_000)
@@ -171,11 +167,6 @@ def test_an_edited_record_fails_its_mac(world: World, tmp_path: Path) -> None:
 
 
 def _records_missing_external(world: World) -> None:
-    import uuid
-
-    from ledger import Transfer
-    from merchant_api import chart
-
     shop, card = shop_day(world)
     payable = chart.payable_account(shop, operator=False).id
     world.post(Transfer.simple(uuid.uuid4(), card.purse, payable, 1_000, "card_debit"))
@@ -207,8 +198,6 @@ def test_records_without_a_record_are_missing_in_external(world: World, tmp_path
 def test_a_record_edited_in_amount_disagrees_with_the_ledger(world: World, tmp_path: Path) -> None:
     _, card = shop_day(world)
     world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
-    from merchant_api import schema
-
     with world.engine.begin() as conn:
         conn.execute(sa.update(schema.card_transactions).values(amount=900))
     night(world, tmp_path)
@@ -219,10 +208,6 @@ def test_a_record_edited_in_amount_disagrees_with_the_ledger(world: World, tmp_p
 
 
 def test_a_record_whose_transfer_is_missing(world: World, tmp_path: Path) -> None:
-    import uuid
-
-    from merchant_api import schema
-
     _, card = shop_day(world)
     world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
     with world.engine.begin() as conn:
