@@ -63,6 +63,8 @@ def test_a_clean_day_agrees_and_settles_once(world: World, tmp_path: Path) -> No
     again = night(world, tmp_path)
     assert again.exit_code is ExitCode.AGREED
     assert again.summary["settlement"] == first.summary["settlement"]
+    settled = world.ledger.transfers(kind="settlement")
+    assert [sum(p.amount for p in t.postings if p.amount > 0) for t in settled] == [29_700]
     assert (tmp_path / f"report-{world.day}.html").exists()
 
 
