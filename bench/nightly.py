@@ -110,7 +110,7 @@ def measure_ceiling(engine: Any, day: dt.date) -> float:
             duck,
             day,
             day_bounds_us(day),
-            Scope(frozenset(), frozenset()),
+            Scope(frozenset(), frozenset(), frozenset()),
             Path(spill),
             1,
             lambda *_: None,

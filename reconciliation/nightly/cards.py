@@ -158,7 +158,7 @@ def check_shadow_balances(duck: duckdb.DuckDBPyConnection) -> CheckResult:
         FROM cards c JOIN last l USING (card_id)
         WHERE c.status <> 'replaced'
           AND c.card_id NOT IN (SELECT card_id FROM gaps)
-          AND c.card_id NOT IN (SELECT card_id FROM pending_loads)
+          AND c.card_id NOT IN (SELECT card_id FROM loads WHERE status = 'pending')
           AND c.credits_posted - c.debits_posted <> l.reported
         """
     ).fetchall()
@@ -193,8 +193,9 @@ def decide_loads(duck: duckdb.DuckDBPyConnection) -> list[LoadDecision]:
     rows = duck.execute(
         """
         SELECT l.id, t.kind = 'credit' AND t.amount = l.amount
-        FROM pending_loads l JOIN tx t
+        FROM loads l JOIN tx t
           ON t.card_id = l.card_id AND t.card_counter = l.card_counter + 1
+        WHERE l.status = 'pending'
         """
     ).fetchall()
     return [
@@ -211,11 +212,13 @@ def decide_loads(duck: duckdb.DuckDBPyConnection) -> list[LoadDecision]:
 
 def check_pending_loads(duck: duckdb.DuckDBPyConnection) -> CheckResult:
     result = CheckResult(Source.CARDS)
-    for load_id, card_id, amount, counter, day in duck.execute(
-        "SELECT id, card_id, amount, card_counter, business_date FROM pending_loads"
+    for load_id, card_id, amount, counter, day, status in duck.execute(
+        "SELECT id, card_id, amount, card_counter, business_date, status FROM loads"
     ).fetchall():
         subject = f"load:{load_id}"
         result.examined.add(subject)
+        if status != "pending":
+            continue
         result.findings.append(
             Finding(
                 BreakType.UNRESOLVED_LOAD,

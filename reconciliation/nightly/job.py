@@ -308,7 +308,13 @@ def _break_scope(conn: Any) -> Scope:
     record, so late data can auto-resolve the one and a later run can close the other."""
     watched = [s.value for s in (*UNSETTLED, BreakStatus.RESOLVED)]
     rows = conn.execute(
-        sa.select(recon_breaks.c.card_id, recon_breaks.c.terminal_code, recon_breaks.c.source)
+        sa.select(
+            recon_breaks.c.card_id,
+            recon_breaks.c.terminal_code,
+            recon_breaks.c.source,
+            recon_breaks.c.break_type,
+            recon_breaks.c.reference,
+        )
         .where(recon_breaks.c.status.in_(watched))
         .where(recon_breaks.c.source.in_([Source.CARDS.value, Source.GATES.value]))
     ).all()
@@ -319,6 +325,11 @@ def _break_scope(conn: Any) -> Scope:
             for r in rows
             if r.terminal_code is not None and r.source == Source.GATES.value
         ),
+        frozenset(
+            r.reference
+            for r in rows
+            if r.break_type == BreakType.UNRESOLVED_LOAD.value and r.reference is not None
+        ),
     )
 
 
@@ -328,17 +339,20 @@ def _apply_load_decisions(duck: Any, decisions: Sequence[cards.LoadDecision]) ->
         if d.post:
             duck.execute(
                 "UPDATE cards SET credits_posted = credits_posted + l.amount,"
-                " credits_pending = credits_pending - l.amount FROM pending_loads l"
+                " credits_pending = credits_pending - l.amount FROM loads l"
                 " WHERE l.id = $id AND cards.card_id = l.card_id",
                 {"id": d.load_id},
             )
         else:
             duck.execute(
                 "UPDATE cards SET credits_pending = credits_pending - l.amount"
-                " FROM pending_loads l WHERE l.id = $id AND cards.card_id = l.card_id",
+                " FROM loads l WHERE l.id = $id AND cards.card_id = l.card_id",
                 {"id": d.load_id},
             )
-        duck.execute("DELETE FROM pending_loads WHERE id = $id", {"id": d.load_id})
+        duck.execute(
+            "UPDATE loads SET status = $status WHERE id = $id",
+            {"id": d.load_id, "status": "posted" if d.post else "voided"},
+        )
 
 
 def _ledger_checks(

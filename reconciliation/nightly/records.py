@@ -25,7 +25,7 @@ MATCH_SQL = """
 SELECT coalesce(r.transfer_id, l.transfer_id) AS transfer_id, r.id AS record_id,
        r.card_id, r.merchant_id, r.terminal_code, r.amount AS record_amount,
        l.amount AS ledger_amount, l.timestamp_us
-FROM (SELECT * FROM tx WHERE business_date = $day AND transfer_id IS NOT NULL) r
+FROM (SELECT * FROM tx WHERE business_date = $day AND kind = 'debit' AND transfer_id IS NOT NULL) r
 FULL OUTER JOIN ledger_tx l ON l.transfer_id = r.transfer_id
 WHERE r.transfer_id IS NULL OR l.transfer_id IS NULL OR r.amount <> l.amount
 """

@@ -118,36 +118,46 @@ def test_merchant_report_one_to_one_and_one_to_many(world: World, tmp_path: Path
     )
 
 
-def test_unresolved_load_then_card_evidence_posts_it(world: World, tmp_path: Path) -> None:
-    _, card = shop_day(world)
-    load_id = uuid.uuid4()
-    world.post(
-        Transfer.simple(
-            load_id,
-            chart.ISSUER_FLOAT,
-            card.purse,
-            10_000,
-            "load",
-            pending=True,
-        )
+def _load_status(world: World, load_id: uuid.UUID) -> str:
+    return run_read(
+        world.engine,
+        lambda c: c.execute(
+            sa.select(schema.loads.c.status).where(schema.loads.c.id == load_id)
+        ).scalar_one(),
     )
-    now = world.tick()
-    with world.engine.begin() as conn:
-        conn.execute(
-            sa.insert(schema.loads).values(
-                id=load_id,
-                card_id=card.id,
-                amount=10_000,
-                channel="bank_transfer",
-                card_counter=0,
-                month=str(world.day)[:7],
-                api_key_id=world.api_key,
-                business_date=str(world.day),
-                created_us=now,
-            )
-        )
+
+
+def test_unresolved_load_settled_by_the_cards_later_credit(world: World, tmp_path: Path) -> None:
+    _, card = shop_day(world)
+    load_id = world.pending_load(card, 10_000)
     night(world, tmp_path)
     assert breaks(world) == Counter({("UNRESOLVED_LOAD", "NEW"): 1})
+    world.next_day()
+    assert world.submit(card.credit(10_000, "POS-1", 1, world.seconds)) == ["posted"]
+    assert night(world, tmp_path).exit_code is ExitCode.AGREED
+    assert breaks(world) == Counter({("UNRESOLVED_LOAD", "AUTO_RESOLVED"): 1})
+    assert _load_status(world, load_id) == "posted"
+
+
+def test_a_load_the_card_never_took_is_voided_from_its_evidence(
+    world: World, tmp_path: Path
+) -> None:
+    _, card = shop_day(world)
+    load_id = world.pending_load(card, 10_000)
+    stale = card.debit(1_000, "POS-1", 1, world.seconds)  # signed before the load was known
+    with world.engine.begin() as conn:  # recorded without the API's load settlement
+        conn.execute(
+            sa.update(schema.loads).where(schema.loads.c.id == load_id).values(card_counter=-1)
+        )
+    world.submit(stale)
+    with world.engine.begin() as conn:
+        conn.execute(
+            sa.update(schema.loads).where(schema.loads.c.id == load_id).values(card_counter=0)
+        )
+    result = night(world, tmp_path)
+    assert result.summary["loads_settled_by_evidence"] == 1
+    assert _load_status(world, load_id) == "voided"
+    assert breaks(world) == Counter()
 
 
 CAMT_HEAD = (

@@ -66,6 +66,21 @@ class Card:
             journey=journey,
         )
 
+    def credit(self, amount: int, terminal: str, seq: int, at: int) -> Certificate:
+        """The card's receipt for a load (the cryptogram check is the card's, not tested here)."""
+        self.balance += amount
+        self.counter += 1
+        return self.sign(
+            counter=self.counter,
+            kind=TransactionKind.CREDIT,
+            amount=amount,
+            balance_after=self.balance,
+            terminal_id=terminal,
+            terminal_seq=seq,
+            timestamp=at,
+            journey=None,
+        )
+
 
 @dataclass
 class World:
@@ -164,6 +179,31 @@ class World:
         if balance:
             self.post(Transfer.simple(uuid.uuid4(), chart.ISSUER_FLOAT, purse.id, balance, "load"))
         return Card(card_id, serial, purse.id, balance)
+
+    def pending_load(self, card: Card, amount: int) -> uuid.UUID:
+        """A load the issuer authorized at the card's current counter, not yet confirmed."""
+        load_id = uuid.uuid4()
+        self.post(
+            Transfer.simple(load_id, chart.ISSUER_FLOAT, card.purse, amount, "load", pending=True)
+        )
+        now = self.tick()
+        run_write(
+            self.engine,
+            lambda conn: conn.execute(
+                sa.insert(schema.loads).values(
+                    id=load_id,
+                    card_id=card.id,
+                    amount=amount,
+                    channel="bank_transfer",
+                    card_counter=card.counter,
+                    month=str(self.day)[:7],
+                    api_key_id=self.api_key,
+                    business_date=str(self.day),
+                    created_us=now,
+                )
+            ),
+        )
+        return load_id
 
     def post(self, transfer: Transfer) -> None:
         result = self.ledger.submit([transfer])[0]
