@@ -33,6 +33,9 @@ from reconciliation.nightly.taxonomy import ExitCode
 )
 @click.option("--shards", default=4, show_default=True, help="Card shards (1, 2, 4, 8 or 16).")
 @click.option("--memory-limit", default="1GB", show_default=True, help="DuckDB's memory cap.")
+@click.option(
+    "--threads", default=2, show_default=True, help="DuckDB threads and MAC worker processes."
+)
 @click.option("--no-progress", is_flag=True, help="No progress bars on stderr.")
 @click.pass_context
 def nightly(
@@ -43,6 +46,7 @@ def nightly(
     statements: tuple[Path, ...],
     shards: int,
     memory_limit: str,
+    threads: int,
     no_progress: bool,
 ) -> None:
     """Reconcile and settle business day DATE; write the report to OUT.
@@ -57,6 +61,7 @@ def nightly(
         bank_statements=statements,
         shards=shards,
         memory_limit=memory_limit,
+        threads=threads,
         progress=not no_progress,
     )
     try:

@@ -10,7 +10,8 @@ module is the project's own bridge:
 
 Scope, partitioned by day and by card shard:
 - Cards in scope are those with a certificate received on the day, those with an unsettled
-  card break (re-examined, so that late data can resolve it) and those with a pending load.
+  card break (re-examined, so that late data can resolve it) and those with a pending load
+  (or a load an unsettled break is about).
   For each, the *floor* is the lowest counter received that day (0 for a card re-examined
   for a break, the load's counter + 1 for a pending load). The extraction copies every
   certificate of the card from its floor up (whatever day it arrived) and the *anchor*: the
@@ -164,13 +165,16 @@ def _batches(d: str) -> str:
 
 LOAD_COLUMNS = _cols(
     "id:VARCHAR card_id:VARCHAR amount:BIGINT card_counter:BIGINT business_date:VARCHAR"
+    " status:VARCHAR"
 )
 
 
 def _loads(d: str) -> str:
+    """Pending loads, and loads an unsettled break is about (to see them settled)."""
     return (
         f"SELECT {_hex_id('id', d)}, {_hex_id('card_id', d)}, amount, card_counter,"
-        " business_date FROM loads WHERE status = 'pending'"
+        " business_date, status FROM loads WHERE status = 'pending'"
+        " OR id IN (SELECT load_id FROM recon_scope_loads)"
     )
 
 
@@ -206,7 +210,7 @@ EXTRACTS = (
     Extract("cards", CARD_COLUMNS, *_both(_cards)),
     Extract("ledger_tx", LEDGER_COLUMNS, *_both(_ledger)),
     Extract("batches", BATCH_COLUMNS, *_both(_batches)),
-    Extract("pending_loads", LOAD_COLUMNS, *_both(_loads)),
+    Extract("loads", LOAD_COLUMNS, *_both(_loads)),
     Extract("quarantine", QUARANTINE_COLUMNS, *_both(_quarantine)),
     Extract("merchants", MERCHANT_COLUMNS, *_both(_merchants)),
 )
@@ -219,6 +223,7 @@ class Scope:
 
     break_cards: frozenset[str]  # card ids (hex)
     break_terminals: frozenset[str]  # terminal codes
+    break_loads: frozenset[str]  # load ids (hex)
 
 
 def create_duck(spill_dir: Path, memory_limit: str, threads: int) -> duckdb.DuckDBPyConnection:
@@ -280,8 +285,14 @@ def _scope_tables(raw: Any, pg: bool, day: str, scope: Scope) -> None:
     cur = raw.cursor()
     temp = "CREATE TEMPORARY TABLE" if pg else "CREATE TEMP TABLE"
     uuid_type = "uuid" if pg else "CHAR(32)"
-    for name in ("recon_scope_cards", "recon_scope_terminals"):
+    for name in ("recon_scope_cards", "recon_scope_terminals", "recon_scope_loads"):
         cur.execute(f"DROP TABLE IF EXISTS {name}")
+    cur.execute(f"{temp} recon_scope_loads (load_id {uuid_type} PRIMARY KEY)")
+    if scope.break_loads:
+        cur.executemany(
+            f"INSERT INTO recon_scope_loads VALUES ({'%s' if pg else '?'})",
+            [(i,) for i in _ids(scope.break_loads, pg)],
+        )
     cur.execute(f"{temp} recon_scope_cards (card_id {uuid_type} PRIMARY KEY, floor BIGINT)")
     cur.execute(f"{temp} recon_scope_terminals (terminal_id {uuid_type} PRIMARY KEY, floor BIGINT)")
     param = "%s" if pg else "?"
@@ -290,6 +301,7 @@ def _scope_tables(raw: Any, pg: bool, day: str, scope: Scope) -> None:
         f" SELECT card_id, min(card_counter) AS floor FROM card_transactions"
         f" WHERE business_date = {param} GROUP BY card_id"
         " UNION ALL SELECT card_id, min(card_counter) + 1 FROM loads WHERE status = 'pending'"
+        " OR id IN (SELECT load_id FROM recon_scope_loads)"
         " GROUP BY card_id) u GROUP BY card_id",
         (day,),
     )
@@ -349,8 +361,8 @@ def _copy_pg(
         [str(path)],
     )
     path.unlink()
-    row = duck.execute(f"SELECT count(*) FROM {spec.table}").fetchone()
-    return int(row[0]) if row else 0
+    ((count,),) = duck.execute(f"SELECT count(*) FROM {spec.table}").fetchall()
+    return int(count)
 
 
 def _copy_sqlite(raw: Any, sql: str, duck: duckdb.DuckDBPyConnection, spec: Extract) -> int:
