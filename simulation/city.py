@@ -20,7 +20,14 @@ from card_reader.journal import Journal
 from card_reader.keys import Sam
 from card_reader.terminal import Gate, MerchantTerminal
 from card_reader.uploader import Uploader
-from simulation.geography import CATEGORIES, KOTA, OPERATORS, STATION_KECAMATAN, Category
+from simulation.geography import (
+    CATEGORIES,
+    KECAMATAN,
+    KOTA_POPULATION,
+    OPERATORS,
+    STATION_PLACE,
+    Category,
+)
 from simulation.http import Api, parallel
 
 Clock = Callable[[], float]
@@ -165,18 +172,17 @@ def onboard(
 
     parallel(post_gate, list(city.gates.values()), threads, progress)
 
-    kota_names = list(KOTA)
-    weights = [KOTA[k][0] for k in kota_names]
-    station_kecamatan = sorted(set(STATION_KECAMATAN.values()))
+    kota_names = list(KOTA_POPULATION)
+    weights = list(KOTA_POPULATION.values())
+    station_places = sorted({p for p in STATION_PLACE.values() if p[0] in KECAMATAN})
     plans = []
     for index in range(merchants):
         category = rng.choices(CATEGORIES, [c.share for c in CATEGORIES])[0]
         if rng.random() < 0.35:  # shops cluster around stations (assumption)
-            kecamatan = rng.choice(station_kecamatan)
+            kota, kecamatan = rng.choice(station_places)
         else:
             kota = rng.choices(kota_names, weights)[0]
-            kecamatan = rng.choice(KOTA[kota][1])
-        kota = next(k for k, (_, names) in KOTA.items() if kecamatan in names)
+            kecamatan = rng.choice(KECAMATAN[kota])
         agent = category.mcc == "5499" and rng.random() < 0.5
         name = f"{category.label} {kecamatan} {index + 1}"
         payout = f"{rng.randrange(10**9, 10**10)}"

@@ -84,6 +84,7 @@ class Day:
     sales_by_shop: dict[str, list[Certificate]] = field(default_factory=dict)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
     refresh_hotlists: bool = False
+    _agents: dict[str, list[Shop]] = field(default_factory=dict)  # by kecamatan; "" all
 
     def __post_init__(self) -> None:
         for device in self.city.devices():
@@ -256,9 +257,14 @@ class Day:
         return result
 
     def agent_for(self, rider: Rider) -> Shop:
-        agents = [s for s in self.city.shops if s.load_agent] or self.city.shops[:1]
-        near = [s for s in agents if s.kecamatan == rider.kecamatan]
-        return (near or agents)[rider.index % len(near or agents)]
+        """The load agent near the holder's home (any agent if none is near)."""
+        if not self._agents:
+            agents = [s for s in self.city.shops if s.load_agent] or self.city.shops[:1]
+            self._agents[""] = agents
+            for shop in agents:
+                self._agents.setdefault(shop.kecamatan, []).append(shop)
+        choices = self._agents.get(rider.kecamatan) or self._agents[""]
+        return choices[rider.index % len(choices)]
 
     def top_up_at_agent(self, rider: Rider, at_least: int = 0) -> None:
         shop = self.agent_for(rider)
@@ -351,10 +357,13 @@ class Day:
 
     def _refunds(self) -> None:
         """Merchants refund some of the sales their terminals have uploaded."""
-        ready = [
-            s for s in self.sales if s.shop.device and s.shop.device.journal.stats().pending == 0
-        ]
-        self.sales = [s for s in self.sales if s not in ready]
+        waiting: list[Sale] = []
+        ready: list[Sale] = []
+        for sale in self.sales:
+            device = sale.shop.device
+            uploaded = device is not None and device.journal.stats().pending == 0
+            (ready if uploaded else waiting).append(sale)
+        self.sales = waiting
         for sale in ready:
             api = sale.shop.api
             assert api is not None

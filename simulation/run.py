@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import resource
 import shutil
 import tempfile
 import time
@@ -109,6 +110,7 @@ def run(options: Options, console: Console) -> Outcome:
     workers = options.workers or (1 if sqlite else 2)
     logging.basicConfig(filename=out / "demo.log", level=logging.INFO, force=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    _raise_open_files_limit()  # every device keeps its journal open, every shop its client
     rng = random.Random(options.seed)  # noqa: S311 - a reproducible population, not a secret
     run_secrets = RunSecrets()
     tally = Tally()
@@ -201,6 +203,12 @@ def run(options: Options, console: Console) -> Outcome:
                 if shop.api is not None:
                     shop.api.close()
         shutil.rmtree(device_root, ignore_errors=True)
+
+
+def _raise_open_files_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _progress(console: Console) -> Progress:
