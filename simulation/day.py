@@ -353,6 +353,10 @@ class Day:
                      self.threads)  # fmt: skip
             self.refresh_hotlists = False
         self._refunds()
+        # The refunds' card credits were just loaded at the service desk: send them too.
+        desk = self.city.service_desk.device if self.city.service_desk else None
+        if desk is not None and desk.journal.stats().pending:
+            _upload(desk)
         self.tally.upload_seconds += time.perf_counter() - started
 
     def _refunds(self) -> None:
@@ -392,8 +396,14 @@ class Day:
                   card_credit_id=credit_id)  # fmt: skip
 
 
-def _upload(device: Device) -> None:
-    device.uploader.upload_pending()
+def _upload(device: Device, attempts: int = 6) -> None:
+    """The device's journal, all of it: a failed attempt (a timeout, a 503) is retried
+    after a pause, as the uploader's own loop would after its backoff."""
+    for attempt in range(attempts):
+        if device.uploader.upload_pending().complete:
+            return
+        time.sleep(0.5 * (attempt + 1))
+    raise RuntimeError(f"{device.code}: the journal could not be delivered")
 
 
 def card_ref(rider: Rider) -> str:
