@@ -35,6 +35,7 @@ FIRST_SERVICE_S = 5 * HOUR  # the first train and bus: 05:00 WIB
 REFUND_SHARE = 0.004
 TOP_UP_BELOW = 15_000
 AGENT_FIRST_LOAD_SHARE = 0.15  # cards sold empty, first loaded with cash at an agent
+PCSC_MAX_TAPS = 1_000  # through real PC/SC at most (each costs a few milliseconds)
 Event = tuple[int, int, Callable[[], object]]
 
 
@@ -169,6 +170,7 @@ class Day:
             self.pcsc is not None
             and self.pcsc_every
             and self.tally.tap_count % self.pcsc_every == 0
+            and self.tally.taps_pcsc < PCSC_MAX_TAPS
         ):
             transport = self.pcsc(rider)
             if transport is not None:
