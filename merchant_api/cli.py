@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from litestar import Litestar
 
 from card_reader.keys import BackOfficeKeys, KeyMaterialError
-from jakartaone.settings import Settings
+from jakartaone.settings import Settings, load_settings
 from ledger import Ledger, MonotonicClock, make_engine, run_read, run_write
 from merchant_api import server
 from merchant_api.app import create_app
@@ -35,7 +35,7 @@ SCHEMA_REVISION = "0002"
 
 def _settings(ctx: click.Context) -> Settings:
     settings = ctx.find_object(Settings)
-    return settings if settings is not None else Settings()
+    return settings if settings is not None else load_settings()
 
 
 def api_engine(url: str) -> sa.engine.Engine:
@@ -72,13 +72,14 @@ def context_from_settings(settings: Settings) -> ApiContext:
             rate_per_second=settings.api_rate_per_second,
             rate_burst=settings.api_rate_burst,
             api_key_cache_s=settings.api_key_cache_seconds,
+            idempotency_lease_s=settings.api_idempotency_lease_seconds,
         ),
     )
 
 
 def asgi_app() -> Litestar:
     """The application factory each server worker calls."""
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings.log_level)
     return create_app(context_from_settings(settings))
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from merchant_api.schemas.common import Amount, TerminalCode
+from merchant_api.schemas.common import Amount, RequestBody, TerminalCode
 
 Serial = Annotated[
     str,
@@ -31,7 +31,7 @@ CertificateJson = Annotated[
 ]
 
 
-class CardIssue(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class CardIssue(RequestBody):
     """Issue a card: its serial is stored only as a keyed hash and sealed, never in clear.
     A registered card names its holder's KYC reference and may hold Rp 20,000,000."""
 
@@ -43,7 +43,7 @@ class CardIssue(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 MAX_CARD_BATCH = 500
 
 
-class CardBatchItem(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class CardBatchItem(RequestBody):
     """One card of a personalization batch. `first_load` sells it pre-loaded: a pending
     bank-transfer load for counter 0, whose cryptogram the answer carries for the
     personalization machine to write; the card's credit certificate confirms it."""
@@ -54,7 +54,7 @@ class CardBatchItem(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     first_load: Amount | None = None
 
 
-class CardBatchCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class CardBatchCreate(RequestBody):
     """A personalization bureau's batch: up to 500 cards, issued in one transaction (all
     or none)."""
 
@@ -78,15 +78,15 @@ class CardBatch(msgspec.Struct, kw_only=True):
     cards: list[IssuedCard]
 
 
-class CardRegister(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class CardRegister(RequestBody):
     holder_reference: HolderReference
 
 
-class CardBlock(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class CardBlock(RequestBody):
     reason: Literal["lost", "stolen", "fraud", "damaged", "other"]
 
 
-class CardReplace(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class CardReplace(RequestBody):
     """Replace a blocked registered card: the new card's serial."""
 
     serial: Serial
@@ -144,7 +144,7 @@ class CardTransaction(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
-class GateBatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class GateBatch(RequestBody):
     """A gate's (or an offline terminal's) journal upload. `batch_id` equals the
     Idempotency-Key. Each certificate is kept: posted, duplicate or quarantined."""
 
@@ -169,7 +169,7 @@ class BatchAnswer(msgspec.Struct, kw_only=True):
 LoadChannel = Literal["agent_cash", "bank_transfer", "card_credit"]
 
 
-class LoadCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class LoadCreate(RequestBody):
     """Ask to load value on a card. Name the card by `card_id` or `card_ref`; give the
     card's counter as the top-up terminal read it (the cryptogram is bound to it).
     card_credit loads carry a pending refund or replacement credit (`card_credit_id`)."""
@@ -183,7 +183,7 @@ class LoadCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     agent_merchant_id: uuid.UUID | None = None
 
 
-class LoadConfirm(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class LoadConfirm(RequestBody):
     """The card's credit certificate for this load."""
 
     certificate: CertificateJson
@@ -206,7 +206,7 @@ class Load(msgspec.Struct, kw_only=True):
     resolved_at: datetime | None
 
 
-class RefundCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class RefundCreate(RequestBody):
     """Refund part or all of a debit. Refunds of one transaction never add up to more
     than its amount. The value goes back to the card at its next tap (a card credit)."""
 

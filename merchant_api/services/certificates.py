@@ -106,6 +106,11 @@ class Submitted:
         return seq if type(seq) is int and 0 <= seq <= 0xFFFF_FFFF else None
 
 
+def certificate_digest(cert: Certificate) -> bytes:
+    """What identifies a certificate's exact bytes (card_transactions.certificate_digest)."""
+    return hashlib.sha256(cert.to_bytes()).digest()
+
+
 def parse(ctx: ApiContext, raw: Any) -> Submitted:
     """Parse and verify one certificate (no database: done before the transaction)."""
     raw_bytes = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -243,7 +248,7 @@ def accept(
             decided[index] = Decided("quarantined", TERMINAL_NOT_OWNED)
             continue
         tx_id = transaction_id(card.id, cert.counter)
-        digest = hashlib.sha256(cert.to_bytes()).digest()
+        digest = certificate_digest(cert)
         prior = existing.get(tx_id, seen.get(tx_id))
         if prior is not None:
             same = bytes(prior) == digest
@@ -567,7 +572,11 @@ def _quarantine(
             cert.terminal_id
             if cert
             else (
-                raw_terminal if isinstance(raw_terminal, str) and len(raw_terminal) <= 64 else None
+                raw_terminal
+                if isinstance(raw_terminal, str)
+                and len(raw_terminal) <= 64
+                and raw_terminal.isprintable()  # a NUL cannot be stored in PostgreSQL text
+                else None
             )
         )
         quarantine_id = uuid.uuid4()
