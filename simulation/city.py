@@ -45,6 +45,7 @@ class Device:
     journal: Journal
     uploader: Uploader
     online: bool = True
+    uploaded_at: int = 0  # simulated time of its last upload
 
 
 @dataclass
@@ -100,7 +101,7 @@ def _merchant_body(
 
 
 def _device(
-    root: Path, code: str, owner_id: str, base_url: str, key: str, clock: Clock
+    root: Path, code: str, base_url: str, key: str
 ) -> tuple[Journal, HotlistStore, Uploader]:
     directory = root / code
     journal = Journal(directory, code)
@@ -148,12 +149,10 @@ def onboard(
             for station in line.stations:
                 for mode in modes:
                     code = f"{operator.code}-{station.code}-{_MODE_LETTER[mode]}1"
-                    journal, hotlist, uploader = _device(
-                        device_root, code, answer["id"], base_url, key, clock
-                    )
+                    journal, hotlist, uploader = _device(device_root, code, base_url, key)
                     gate = Gate(code, line, station, mode, sam, journal, hotlist, clock)
                     city.gates[(line.name, station.code, mode)] = GateDevice(
-                        code, answer["id"], journal, uploader, True, gate, line, station
+                        code, answer["id"], journal, uploader, gate=gate, line=line, station=station
                     )
 
     def post_gate(device: GateDevice) -> None:
@@ -209,7 +208,7 @@ def onboard(
             f"terminal-{code}",
         )
         shop.api = Api(base_url, key, pool=4)
-        journal, hotlist, uploader = _device(device_root, code, shop.id, base_url, key, clock)
+        journal, hotlist, uploader = _device(device_root, code, base_url, key)
         shop.device = Device(code, shop.id, journal, uploader)
         shop.terminal = MerchantTerminal(code, sam, journal, hotlist, clock)
         return shop

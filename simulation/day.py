@@ -30,7 +30,9 @@ from simulation.people import Leg, Rider, SimClock
 from simulation.tally import Tally
 
 HOUR = 3600
-UPLOAD_EVERY_S = HOUR
+UPLOAD_EVERY_S = HOUR  # a round: the loaders send, the others when due (`upload_round`)
+UPLOAD_WHEN_PENDING = 200
+UPLOAD_AT_LEAST_EVERY_S = 3 * HOUR
 FIRST_SERVICE_S = 5 * HOUR  # the first train and bus: 05:00 WIB
 REFUND_SHARE = 0.004
 TOP_UP_BELOW = 15_000
@@ -163,7 +165,7 @@ class Day:
             action()
             self.progress(1)
         self.clock.now = end
-        self.upload_round()
+        self.upload_round(final=True)
 
     def _channel(self, rider: Rider) -> tuple[ApduChannel, bool]:
         if (
@@ -333,23 +335,41 @@ class Day:
 
     # Uploads and refunds ------------------------------------------------------------------
 
-    def upload_round(self) -> None:
-        """Every online device sends its journal: the terminals that load cards first (the
-        service desk, the agents), then the other shops, then the gates, so that a load's
-        credit certificate arrives before the card's later debits, which would otherwise
-        settle the load by card evidence first and leave the credit quarantined
-        (`credit_without_load`)."""
+    def upload_round(self, final: bool = False) -> None:
+        """The online devices send their journals: the terminals that load cards every
+        round and first (the service desk, the agents), then the other shops, then the
+        gates, so that a load's credit certificate arrives before the card's later debits,
+        which would otherwise settle the load by card evidence first and leave the credit
+        quarantined (`credit_without_load`). The others send when they hold a batch's
+        worth or have not sent for three hours (and all at the end of the day)."""
         started = time.perf_counter()
-        devices = [d for d in self.city.devices() if d.online and d.journal.stats().pending]
+        now = int(self.clock())
         loaders = {s.device.code for s in self.city.shops if s.load_agent and s.device}
         if self.city.service_desk and self.city.service_desk.device:
             loaders.add(self.city.service_desk.device.code)
+
+        def due(device: Device) -> bool:
+            pending = device.journal.stats().pending
+            return (
+                device.online
+                and pending > 0
+                and (
+                    final
+                    or device.code in loaders
+                    or pending >= UPLOAD_WHEN_PENDING
+                    or now - device.uploaded_at >= UPLOAD_AT_LEAST_EVERY_S
+                )
+            )
+
+        devices = [d for d in self.city.devices() if due(d)]
         for wave in (
             [d for d in devices if d.code in loaders],
             [d for d in devices if d.code not in loaders and not isinstance(d, GateDevice)],
             [d for d in devices if isinstance(d, GateDevice)],
         ):
             parallel(_upload, wave, self.threads)
+        for device in devices:
+            device.uploaded_at = now
         if self.refresh_hotlists:
             parallel(lambda d: d.uploader.refresh_hotlist(), list(self.city.gates.values()),
                      self.threads)  # fmt: skip
