@@ -41,6 +41,10 @@ SECONDS_PER_CARD_AT_MOST = 0.05
 PCSC_SHARE = 50  # one tap in this many through real PC/SC, when available
 
 
+class DemoError(RuntimeError):
+    """The demo cannot run as asked (the message says why)."""
+
+
 @dataclass(frozen=True)
 class Options:
     cards: int = 20_000
@@ -146,6 +150,8 @@ def run(options: Options, console: Console) -> Outcome:
     try:
         issuer_key = server.issuer_key()
         issuer = Api(server.url, issuer_key, pool=options.threads * 2)
+        if issuer.get("/v1/cards", limit=1)["data"]:
+            raise DemoError("the database already holds cards: give the demo an empty one")
         clock = SimClock(start_s + 4 * HOUR)
         sam = SoftwareSam(run_secrets.authentication_master)
         riders = make_population(

@@ -23,8 +23,15 @@ CARDS = 250
 
 
 def run_demo(out: Path, database_url: str, *extra: str) -> dict[str, Any]:
+    done = demo_process(out, database_url, *extra)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "JakartaOne, business day" in done.stdout
+    return json.loads((out / "summary.json").read_text())  # type: ignore[no-any-return]
+
+
+def demo_process(out: Path, database_url: str, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAKARTAONE_")}
-    done = subprocess.run(
+    return subprocess.run(
         [
             str(BIN / "jakartaone"),
             "demo",
@@ -45,9 +52,6 @@ def run_demo(out: Path, database_url: str, *extra: str) -> dict[str, Any]:
         timeout=600,
         env=env,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "JakartaOne, business day" in done.stdout
-    return json.loads((out / "summary.json").read_text())  # type: ignore[no-any-return]
 
 
 DAY_NUMBERS = ("taps", "fares_rupiah", "sales", "sales_rupiah", "loads", "loads_rupiah", "refunds")
@@ -120,6 +124,11 @@ def test_a_small_day_finds_what_was_planted(database_url: str, tmp_path: Path) -
         timeout=300,
     )
     assert ledger.returncode == 0, ledger.stdout + ledger.stderr
+
+    # A database that already holds a day is refused, not mixed into.
+    again = demo_process(tmp_path / "again", database_url, "--no-pcsc")
+    assert again.returncode == 1
+    assert "the database already holds cards" in again.stderr
 
 
 def test_the_same_seed_makes_the_same_population() -> None:
