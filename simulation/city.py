@@ -29,6 +29,7 @@ from simulation.geography import (
     Category,
 )
 from simulation.http import Api, parallel
+from simulation.tally import CountingClient, Tally
 
 Clock = Callable[[], float]
 # Gate codes: operator, station code, I (tap-in), O (tap-out) or V (validator), number.
@@ -101,13 +102,12 @@ def _merchant_body(
 
 
 def _device(
-    root: Path, code: str, base_url: str, key: str
+    root: Path, code: str, client: BackOfficeClient
 ) -> tuple[Journal, HotlistStore, Uploader]:
     directory = root / code
     journal = Journal(directory, code)
     hotlist = HotlistStore(directory)
-    uploader = Uploader(journal, BackOfficeClient(base_url, key, timeout=120), hotlist)
-    return journal, hotlist, uploader
+    return journal, hotlist, Uploader(journal, client, hotlist)
 
 
 def onboard(
@@ -118,6 +118,7 @@ def onboard(
     device_root: Path,
     sam: Sam,
     clock: Clock,
+    tally: Tally,
     threads: int,
     progress: Callable[[int], None],
 ) -> City:
@@ -149,7 +150,9 @@ def onboard(
             for station in line.stations:
                 for mode in modes:
                     code = f"{operator.code}-{station.code}-{_MODE_LETTER[mode]}1"
-                    journal, hotlist, uploader = _device(device_root, code, base_url, key)
+                    journal, hotlist, uploader = _device(
+                        device_root, code, CountingClient(base_url, key, tally)
+                    )
                     gate = Gate(code, line, station, mode, sam, journal, hotlist, clock)
                     city.gates[(line.name, station.code, mode)] = GateDevice(
                         code, answer["id"], journal, uploader, gate=gate, line=line, station=station
@@ -208,7 +211,9 @@ def onboard(
             f"terminal-{code}",
         )
         shop.api = Api(base_url, key, pool=4)
-        journal, hotlist, uploader = _device(device_root, code, base_url, key)
+        journal, hotlist, uploader = _device(
+            device_root, code, CountingClient(base_url, key, tally)
+        )
         shop.device = Device(code, shop.id, journal, uploader)
         shop.terminal = MerchantTerminal(code, sam, journal, hotlist, clock)
         return shop

@@ -18,10 +18,8 @@ from functools import partial
 from typing import Any
 
 from card_reader.apdu import Ins
-from card_reader.backoffice import BackOfficeClient, ItemOutcome
 from card_reader.certificate import Certificate, serial_hash
 from card_reader.fares import GateMode
-from card_reader.journal import Batch
 from card_reader.terminal import TapResult
 from card_reader.transport import ApduChannel, Transport
 from simulation.city import City, Device, GateDevice, Shop
@@ -39,25 +37,6 @@ TOP_UP_BELOW = 15_000
 AGENT_FIRST_LOAD_SHARE = 0.15  # cards sold empty, first loaded with cash at an agent
 PCSC_MAX_TAPS = 1_000  # through real PC/SC at most (each costs a few milliseconds)
 Event = tuple[int, int, Callable[[], object]]
-
-
-class CountingClient(BackOfficeClient):
-    """The gate's own HTTP client, with every certificate's outcome counted for the
-    summary (the uploader itself only logs them)."""
-
-    def __init__(self, inner: BackOfficeClient, tally: Tally) -> None:
-        super().__init__(inner.base_url, inner._api_key, inner.timeout)
-        self.tally = tally
-
-    def post_batch(self, batch: Batch) -> list[ItemOutcome]:
-        items = super().post_batch(batch)
-        with self.tally._lock:
-            self.tally.batches += 1
-            for item in items:
-                self.tally.uploads[item.outcome] += 1
-                if item.outcome == "quarantined":
-                    self.tally.quarantined[item.reason or "unknown"] += 1
-        return items
 
 
 @dataclass
@@ -88,11 +67,6 @@ class Day:
     _seq: itertools.count[int] = field(default_factory=itertools.count)
     refresh_hotlists: bool = False
     _agents: dict[str, list[Shop]] = field(default_factory=dict)  # by kecamatan; "" all
-
-    def __post_init__(self) -> None:
-        for device in self.city.devices():
-            client = device.uploader.client
-            device.uploader.client = CountingClient(client, self.tally)
 
     # Scheduling ---------------------------------------------------------------------------
 

@@ -162,7 +162,7 @@ def run(options: Options, console: Console) -> Outcome:
             merchants = max(40, options.cards // 100)
             task = progress.add_task("onboarding operators, gates, merchants", total=None)
             city = onboard(
-                issuer, server.url, rng, merchants, device_root, sam, clock, options.threads,
+                issuer, server.url, rng, merchants, device_root, sam, clock, tally, options.threads,
                 lambda n: progress.advance(task, n),
             )  # fmt: skip
             outcome.merchants, outcome.gates = len(city.shops), len(city.gates)
