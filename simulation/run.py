@@ -159,7 +159,7 @@ def run(options: Options, console: Console) -> Outcome:
         )
         with _progress(console) as progress:
             phases.start("onboarding")
-            merchants = max(40, options.cards // 100)
+            merchants = max(20, options.cards // 100)
             task = progress.add_task("onboarding operators, gates, merchants", total=None)
             city = onboard(
                 issuer, server.url, rng, merchants, device_root, sam, clock, tally, options.threads,
