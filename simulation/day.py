@@ -341,7 +341,7 @@ class Day:
             [d for d in devices if d.code not in loaders and not isinstance(d, GateDevice)],
             [d for d in devices if isinstance(d, GateDevice)],
         ):
-            parallel(_upload, wave, self.threads)
+            parallel(upload, wave, self.threads)
         for device in devices:
             device.uploaded_at = now
         if self.refresh_hotlists:
@@ -352,7 +352,7 @@ class Day:
         # The refunds' card credits were just loaded at the service desk: send them too.
         desk = self.city.service_desk.device if self.city.service_desk else None
         if desk is not None and desk.journal.stats().pending:
-            _upload(desk)
+            upload(desk)
         self.tally.upload_seconds += time.perf_counter() - started
 
     def _refunds(self) -> None:
@@ -392,7 +392,7 @@ class Day:
                   card_credit_id=credit_id)  # fmt: skip
 
 
-def _upload(device: Device, attempts: int = 6) -> None:
+def upload(device: Device, attempts: int = 6) -> None:
     """The device's journal, all of it: a failed attempt (a timeout, a 503) is retried
     after a pause, as the uploader's own loop would after its backoff."""
     for attempt in range(attempts):

@@ -82,6 +82,7 @@ def test_a_small_day_finds_what_was_planted(database_url: str, tmp_path: Path) -
     assert facts["replacement_card_id"] and facts["replacement_card_id"] != facts["lost_card_id"]
     assert facts["torn_tap"] == ["ok", "card_removed", "repeat_tap"]
     assert facts["clone_taps"] == ["ok", "ok"]
+    assert facts["offline_certificates"] > 0  # the gate had sent a batch before it went dark
     assert set(summary["quarantined"]) == {"conflicting_duplicate"}
 
     # The night: the books verify; the offline gate's late batch arrived.
