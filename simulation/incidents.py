@@ -23,7 +23,7 @@ from card_reader.card_state import REGISTERED_MAX_BALANCE, CardState, MemoryStor
 from card_reader.fares import LINES, GateMode
 from card_reader.keys import BackOfficeKeys, personalize
 from card_reader.transport import InProcessTransport
-from simulation.day import HOUR, Day, tear_next_debit
+from simulation.day import HOUR, Day, tear_next_debit, upload
 from simulation.people import Rider
 
 MINUTE = 60
@@ -103,6 +103,10 @@ def _offline_gate(day: Day, facts: Facts) -> None:
     facts.offline_gate = device.code
 
     def cut() -> None:
+        # Its last upload goes out just before the link drops: the back office knows the
+        # gate, and what it makes from now on is missing until the night.
+        if device.journal.stats().pending:
+            upload(device)
         device.online = False
         facts.offline_certificates = device.journal.stats().certificates
 
