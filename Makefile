@@ -29,9 +29,9 @@ pytest: setup
 # Re-pin every dependency after changing pyproject.toml: resolves in a scratch venv.
 lock:
 	rm -rf .lockvenv && python3 -m venv .lockvenv
-	.lockvenv/bin/pip install -q --upgrade pip
+	.lockvenv/bin/pip install -q --upgrade pip setuptools
 	.lockvenv/bin/pip install -q -e '.[dev]'
-	.lockvenv/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+	.lockvenv/bin/pip freeze --all --exclude-editable | grep -v '^-e' > constraints.txt
 	rm -rf .lockvenv
 
 clean:

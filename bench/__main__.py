@@ -11,6 +11,7 @@ import sys
 
 BENCHMARKS = {
     "api": "bench.api",
+    "export": "bench.export",
     "gate": "bench.gate",
     "ledger": "bench.ledger",
     "nightly": "bench.nightly",

@@ -149,12 +149,12 @@ class FileStore:
 
     def load(self) -> CardState:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             raise CardStateError("state_file_missing") from None
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
+            data = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested too deep
             raise CardStateError("state_malformed") from None
         return CardState.from_json(data)
 

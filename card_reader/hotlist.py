@@ -74,7 +74,7 @@ class HotlistStore:
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
                 update = HotlistUpdate.from_json({**data, "unblocked": [], "full": True})
-            except (ValueError, TypeError) as error:
+            except (ValueError, TypeError, RecursionError) as error:
                 raise HotlistError(f"hotlist_file_invalid: {error}") from None
             self.version, self._blocked = update.version, update.blocked
 

@@ -129,9 +129,18 @@ def _parse(line: bytes) -> dict[str, Any] | None:
         if int(line[:8], 16) != zlib.crc32(payload):
             return None
         record = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the stack
         return None
     return record if isinstance(record, dict) else None
+
+
+def _count(record: dict[str, Any], name: str) -> int:
+    """A position or sequence number in a record: a JSON integer, 0 or more (never a
+    float, a string or a bool, which the writer never writes)."""
+    value = record[name]
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{name} is not a count")
+    return value
 
 
 class Journal:
@@ -194,9 +203,11 @@ class Journal:
             cert = Certificate.from_json(record["cert"])
             self._add(cert)
         elif kind == "reserve":
-            self._reserved_through = max(self._reserved_through, int(record["through"]))
+            self._reserved_through = max(self._reserved_through, _count(record, "through"))
         elif kind == "batch":
-            self._open_batch = (str(record["batch_id"]), int(record["first"]), int(record["last"]))
+            if not isinstance(record["batch_id"], str):
+                raise ValueError("batch_id is not a string")
+            self._open_batch = (record["batch_id"], _count(record, "first"), _count(record, "last"))
         elif kind in ("acked", "refused"):
             batch = self._open_batch
             if batch is None or batch[0] != record["batch_id"]:

@@ -23,6 +23,7 @@ from card_reader.keys import CHALLENGE_LENGTH, SERIAL_LENGTH, SESSION_MAC_LENGTH
 PROTOCOL_VERSION = 1
 STATUS_BLOCKED = 0x01
 STATUS_REGISTERED = 0x02
+_STATUS_BITS = STATUS_BLOCKED | STATUS_REGISTERED
 
 _SELECT = struct.Struct(f">B{SERIAL_LENGTH}s{CHALLENGE_LENGTH}sB")
 # version, status, balance, max_balance, counter, journey flag, journey
@@ -110,6 +111,8 @@ class SelectInfo:
         version, serial, challenge, status = _SELECT.unpack(data)
         if version != PROTOCOL_VERSION:
             raise MessageFormatError("protocol_version_unsupported")
+        if status & ~_STATUS_BITS:
+            raise MessageFormatError("status_invalid")
         return cls(
             serial, challenge, bool(status & STATUS_BLOCKED), bool(status & STATUS_REGISTERED)
         )
@@ -153,6 +156,12 @@ class PurseRecord:
         )
         if version != PROTOCOL_VERSION:
             raise MessageFormatError("protocol_version_unsupported")
+        if status & ~_STATUS_BITS:
+            raise MessageFormatError("status_invalid")
+        if has_journey not in (0, 1):
+            raise MessageFormatError("journey_flag_invalid")
+        if has_journey == 0 and journey != bytes(JOURNEY_LENGTH):
+            raise MessageFormatError("journey_not_empty")
         at = _PURSE_HEAD.size
         length = data[at]
         if len(data) != at + 1 + length:
@@ -162,8 +171,6 @@ class PurseRecord:
             parsed_journey = Journey.from_bytes(journey) if has_journey == 1 else None
         except CertificateFormatError as error:
             raise MessageFormatError(f"purse_{error.reason.value}") from None
-        if has_journey not in (0, 1):
-            raise MessageFormatError("journey_flag_invalid")
         return cls(
             blocked=bool(status & STATUS_BLOCKED),
             registered=bool(status & STATUS_REGISTERED),

@@ -8,7 +8,7 @@ from card_reader.cli import card, gate, keys, terminal
 from jakartaone.demo import demo
 from jakartaone.export_command import export
 from jakartaone.ledger_commands import db, ledger
-from jakartaone.settings import Settings
+from jakartaone.settings import SettingsError, load_settings
 from merchant_api.cli import api_keys, serve
 from reconciliation.nightly.cli import nightly
 
@@ -23,10 +23,10 @@ from reconciliation.nightly.cli import nightly
 @click.pass_context
 def main(ctx: click.Context, database_url: str | None) -> None:
     """JakartaOne back office."""
-    settings = Settings()
-    if database_url:
-        settings = settings.model_copy(update={"database_url": database_url})
-    ctx.obj = settings
+    try:
+        ctx.obj = load_settings(**({"database_url": database_url} if database_url else {}))
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 main.add_command(db)

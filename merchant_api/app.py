@@ -60,6 +60,7 @@ def create_app(ctx: ApiContext) -> Litestar:
         cards.CardController,
         cards.get_hotlist,
         cards.list_card_credits,
+        cards.issue_card_batch,
         payments.CardTransactionController,
         payments.upload_gate_batch,
         payments.LoadController,
@@ -199,6 +200,8 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
             "the request does not match the schema",
             errors=errors or None,
         )
+    if isinstance(exc, UnicodeDecodeError):
+        return _problem(request, 400, ErrorCode.REQUEST_INVALID.value, "the body is not UTF-8")
     if isinstance(exc, RecursionError):
         return _problem(request, 400, ErrorCode.REQUEST_INVALID.value, "the JSON nests too deeply")
     if isinstance(exc, NotFoundException):

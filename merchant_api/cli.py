@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from litestar import Litestar
 
 from card_reader.keys import BackOfficeKeys, KeyMaterialError
-from jakartaone.settings import Settings
-from ledger import Ledger, make_engine, run_read, run_write
+from jakartaone.settings import Settings, load_settings
+from ledger import Ledger, MonotonicClock, make_engine, run_read, run_write
 from merchant_api import server
 from merchant_api.app import create_app
 from merchant_api.auth import Scope
@@ -28,13 +28,14 @@ from merchant_api.context import ApiContext, Limits
 from merchant_api.crypto import ApiSecrets, KeyConfigError
 from merchant_api.observability import configure_logging
 from merchant_api.services.onboarding import insert_api_key
+from merchant_api.wib import now_us, set_clock_offset
 
 SCHEMA_REVISION = "0002"
 
 
 def _settings(ctx: click.Context) -> Settings:
     settings = ctx.find_object(Settings)
-    return settings if settings is not None else Settings()
+    return settings if settings is not None else load_settings()
 
 
 def api_engine(url: str) -> sa.engine.Engine:
@@ -58,8 +59,9 @@ def context_from_settings(settings: Settings) -> ApiContext:
         )
     except KeyMaterialError as exc:
         raise KeyConfigError(f"card master keys: {exc.code}") from exc
+    set_clock_offset(settings.clock_offset_seconds)
     engine = api_engine(settings.database_url)
-    ledger = Ledger(engine)
+    ledger = Ledger(engine, MonotonicClock(now_us))
     ensure_issuer_accounts(ledger)
     return ApiContext(
         engine=engine,
@@ -77,7 +79,7 @@ def context_from_settings(settings: Settings) -> ApiContext:
 
 def asgi_app() -> Litestar:
     """The application factory each server worker calls."""
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings.log_level)
     return create_app(context_from_settings(settings))
 

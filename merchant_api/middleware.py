@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import anyio.to_thread
-from litestar import Request
+import msgspec
+from litestar import Request, Response
 from litestar.datastructures import Headers, MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
@@ -41,10 +42,14 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 PRINCIPAL = "jakartaone_principal"
 REQUEST_ID = "jakartaone_request_id"
 IDEMPOTENCY_KEY = "jakartaone_idempotency_key"
-# (api key id, Idempotency-Key, claim) for a handler that completes the record in its own
-# transaction; it sets IDEMPOTENCY_DONE when it has.
+# (api key id, Idempotency-Key, claim): the claim the request holds. A handler that
+# completes the record in its own transaction sets IDEMPOTENCY_DONE when it has.
 IDEMPOTENCY_CLAIM = "jakartaone_idempotency_claim"
 IDEMPOTENCY_DONE = "jakartaone_idempotency_done"
+# On a route with the option `claims_in_transaction`, the middleware does not claim the
+# key: it leaves the ClaimRequest here for the handler, which claims it in the transaction
+# that does the work (one commit for both) and sets IDEMPOTENCY_CLAIM if it won it.
+IDEMPOTENCY_REQUEST = "jakartaone_idempotency_request"
 # Guesses: a missing key guesses nothing and is not counted.
 _AUTH_FAILURES = {
     ErrorCode.API_KEY_INVALID,
@@ -75,6 +80,43 @@ def json_depth(body: bytes) -> int:
         depth += 1 if byte in b"[{" else -1
         deepest = max(deepest, depth)
     return deepest
+
+
+_AT_FIELD = re.compile(r" - at `\$\.?([^`]*)`")
+
+
+def check_body(handler: Any, body: bytes) -> None:
+    """Refuse a POST body before any work: not UTF-8, nested past MAX_JSON_DEPTH, or (for
+    a typed body) not its type under strict JSON rules. Litestar converts bodies leniently
+    (1000.0 and "1000" would pass as the integer 1000, "true" as true); money and counts
+    must come as JSON integers, so the strict decode here is what decides."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, ErrorCode.REQUEST_INVALID, "the body is not UTF-8") from None
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise ApiError(
+            400,
+            ErrorCode.REQUEST_INVALID,
+            f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels",
+        )
+    field = handler.parsed_data_field
+    body_type = field.annotation if field is not None else None
+    if not body or not (isinstance(body_type, type) and issubclass(body_type, msgspec.Struct)):
+        return
+    try:
+        msgspec.json.decode(body, type=body_type, strict=True)
+    except msgspec.ValidationError as error:
+        message = str(error)
+        at = _AT_FIELD.search(message)
+        raise ApiError(
+            400,
+            ErrorCode.REQUEST_INVALID,
+            "the request does not match the schema",
+            errors=[{"field": at.group(1) if at else "", "message": message}],
+        ) from None
+    except msgspec.DecodeError:
+        raise ApiError(400, ErrorCode.REQUEST_INVALID, "the body is not JSON") from None
 
 
 def _method(scope: Scope) -> str:
@@ -163,6 +205,10 @@ class AuthMiddleware:
         if scopes is None:  # public: create_app proves every /v1 route names its scopes
             await self.app(scope, receive, send)
             return
+        if not scope["path"].isascii():
+            # Every route is ASCII; only an id could match non-ASCII, and int() reads
+            # fullwidth digits: one object must have one spelling, not look-alikes.
+            raise ApiError(404, ErrorCode.NOT_FOUND, "no such route")
         ctx, gate = ctx_of(scope), gatekeeping_of(scope)
         client = (scope.get("client") or ("unknown", 0))[0]
         wait = gate.failures.blocked(client)
@@ -226,24 +272,23 @@ class IdempotencyMiddleware:
             )
         ctx = ctx_of(scope)
         body = await Request[Any, Any, Any](scope, receive).body()
-        if json_depth(body) > MAX_JSON_DEPTH:
-            raise ApiError(
-                400,
-                ErrorCode.REQUEST_INVALID,
-                f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels",
-            )
+        check_body(scope["route_handler"], body)
         digest = idempotency.request_digest(
             _method(scope), scope["path"], scope.get("query_string", b""), body
         )
-        outcome = await anyio.to_thread.run_sync(
-            gatekeeping_of(scope).claims.claim,
-            idempotency.ClaimRequest(principal.api_key_id, key, digest),
-        )
-        if isinstance(outcome, idempotency.Replay):
-            await _send_json(send, outcome.status, outcome.body, replayed=True)
-            return
-        scope["state"][IDEMPOTENCY_KEY] = key
-        scope["state"][IDEMPOTENCY_CLAIM] = (principal.api_key_id, key, outcome.claim)
+        wanted = idempotency.ClaimRequest(principal.api_key_id, key, digest)
+        state = scope["state"]
+        state[IDEMPOTENCY_KEY] = key
+        if scope["route_handler"].opt.get("claims_in_transaction"):
+            state[IDEMPOTENCY_REQUEST] = wanted
+        else:
+            outcome = await anyio.to_thread.run_sync(gatekeeping_of(scope).claims.claim, wanted)
+            if isinstance(outcome, idempotency.Replay):
+                answer = replayed(outcome.status, outcome.body)
+                request = Request[Any, Any, Any](scope, receive)
+                await answer.to_asgi_response(app=None, request=request)(scope, receive, send)
+                return
+            state[IDEMPOTENCY_CLAIM] = (principal.api_key_id, key, outcome.claim)
         messages: list[Message] = []
 
         async def buffered_send(message: Message) -> None:
@@ -252,21 +297,23 @@ class IdempotencyMiddleware:
         try:
             await self.app(scope, receive, buffered_send)
         except BaseException:
-            await _quietly(idempotency.release, ctx, principal, key, outcome.claim)
+            if IDEMPOTENCY_CLAIM in state:
+                await _quietly(
+                    idempotency.release, ctx, principal, key, state[IDEMPOTENCY_CLAIM][2]
+                )
             raise
         status = next((m["status"] for m in messages if m["type"] == "http.response.start"), 500)
-        if scope["state"].get(IDEMPOTENCY_DONE):
-            pass  # stored with the change itself
+        claim = state.get(IDEMPOTENCY_CLAIM)
+        if claim is None or state.get(IDEMPOTENCY_DONE):
+            pass  # nothing claimed here, or stored with the change itself
         elif status < 500:
             response = b"".join(
                 m.get("body", b"") for m in messages if m["type"] == "http.response.body"
             )
             response = _redacted(response, scope["route_handler"].opt.get("redact", ()))
-            await _quietly(
-                idempotency.complete, ctx, principal, key, outcome.claim, status, response
-            )
+            await _quietly(idempotency.complete, ctx, principal, key, claim[2], status, response)
         else:
-            await _quietly(idempotency.release, ctx, principal, key, outcome.claim)
+            await _quietly(idempotency.release, ctx, principal, key, claim[2])
         for message in messages:
             await send(message)
 
@@ -296,12 +343,9 @@ def _redacted(body: bytes, fields: tuple[str, ...]) -> bytes:
     return json.dumps(decoded, separators=(",", ":")).encode()
 
 
-async def _send_json(send: Send, status: int, body: bytes, *, replayed: bool) -> None:
+def replayed(status: int, body: bytes) -> Response[bytes]:
+    """The stored answer of an earlier request with the same Idempotency-Key."""
     media = PROBLEM_MEDIA_TYPE if status >= 400 else "application/json"
-    headers = [(b"content-type", media.encode()), (b"content-length", str(len(body)).encode())]
-    if replayed:
-        headers.append((b"idempotent-replayed", b"true"))
-    await send(
-        cast("Message", {"type": "http.response.start", "status": status, "headers": headers})
+    return Response(
+        body, status_code=status, media_type=media, headers={"Idempotent-Replayed": "true"}
     )
-    await send(cast("Message", {"type": "http.response.body", "body": body}))

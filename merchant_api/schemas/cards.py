@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from merchant_api.schemas.common import Amount, TerminalCode
+from merchant_api.schemas.common import Amount, RequestBody, TerminalCode
 
 Serial = Annotated[
     str,
@@ -31,7 +31,7 @@ CertificateJson = Annotated[
 ]
 
 
-class CardIssue(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class CardIssue(RequestBody):
     """Issue a card: its serial is stored only as a keyed hash and sealed, never in clear.
     A registered card names its holder's KYC reference and may hold Rp 20,000,000."""
 
@@ -40,15 +40,53 @@ class CardIssue(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     holder_reference: HolderReference | None = None
 
 
-class CardRegister(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+MAX_CARD_BATCH = 500
+
+
+class CardBatchItem(RequestBody):
+    """One card of a personalization batch. `first_load` sells it pre-loaded: a pending
+    bank-transfer load for counter 0, whose cryptogram the answer carries for the
+    personalization machine to write; the card's credit certificate confirms it."""
+
+    serial: Serial
+    registered: bool = False
+    holder_reference: HolderReference | None = None
+    first_load: Amount | None = None
+
+
+class CardBatchCreate(RequestBody):
+    """A personalization bureau's batch: up to 500 cards, issued in one transaction (all
+    or none)."""
+
+    cards: Annotated[list[CardBatchItem], msgspec.Meta(min_length=1, max_length=MAX_CARD_BATCH)]
+
+
+class IssuedCard(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    card_ref: str
+    registered: bool
+    load_id: uuid.UUID | None
+    load_amount: int | None
+    cryptogram: str | None
+
+
+class CardBatch(msgspec.Struct, kw_only=True):
+    """The cards issued, in the order asked, each with its first load's cryptogram (for
+    card counter 0) while that load is pending."""
+
+    object: Literal["card_batch"] = "card_batch"
+    cards: list[IssuedCard]
+
+
+class CardRegister(RequestBody):
     holder_reference: HolderReference
 
 
-class CardBlock(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class CardBlock(RequestBody):
     reason: Literal["lost", "stolen", "fraud", "damaged", "other"]
 
 
-class CardReplace(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class CardReplace(RequestBody):
     """Replace a blocked registered card: the new card's serial."""
 
     serial: Serial
@@ -106,7 +144,7 @@ class CardTransaction(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
-class GateBatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class GateBatch(RequestBody):
     """A gate's (or an offline terminal's) journal upload. `batch_id` equals the
     Idempotency-Key. Each certificate is kept: posted, duplicate or quarantined."""
 
@@ -131,7 +169,7 @@ class BatchAnswer(msgspec.Struct, kw_only=True):
 LoadChannel = Literal["agent_cash", "bank_transfer", "card_credit"]
 
 
-class LoadCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class LoadCreate(RequestBody):
     """Ask to load value on a card. Name the card by `card_id` or `card_ref`; give the
     card's counter as the top-up terminal read it (the cryptogram is bound to it).
     card_credit loads carry a pending refund or replacement credit (`card_credit_id`)."""
@@ -145,7 +183,7 @@ class LoadCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     agent_merchant_id: uuid.UUID | None = None
 
 
-class LoadConfirm(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class LoadConfirm(RequestBody):
     """The card's credit certificate for this load."""
 
     certificate: CertificateJson
@@ -168,7 +206,7 @@ class Load(msgspec.Struct, kw_only=True):
     resolved_at: datetime | None
 
 
-class RefundCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class RefundCreate(RequestBody):
     """Refund part or all of a debit. Refunds of one transaction never add up to more
     than its amount. The value goes back to the card at its next tap (a card credit)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Generic, TypeVar
 
 import msgspec
@@ -19,6 +20,41 @@ Mcc = Annotated[
 TerminalCode = Annotated[
     str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,32}$", description="The terminal id cards sign")
 ]
+
+
+class RequestBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The base of every request body: unknown fields are refused, and every string in it
+    (fields and list items) is checked by `visible_text`, so a bad one is 400
+    `request_invalid` naming the field."""
+
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                msgspec.structs.force_setattr(self, name, visible_text(value, name))
+            elif isinstance(value, list):
+                for item in value:
+                    if isinstance(item, str):
+                        visible_text(item, name)
+
+
+def visible_text(value: str, field: str) -> str:
+    """`value` in Unicode NFC, if every character in it is printable; ValueError otherwise.
+
+    This is the one place that keeps what a person sees and what is stored the same, for
+    every string of every request: `str.isprintable` refuses controls (a NUL cannot even be
+    stored in PostgreSQL text; a trailing newline would slip through a `$`-anchored
+    pattern and make `POS-1\n` a second terminal), invisible and direction-changing format
+    characters (zero-width spaces, bidi overrides: two names that look alike but differ),
+    separators other than the ASCII space, surrogates, private use and unassigned code
+    points. NFC makes composed and decomposed accents one spelling.
+    """
+    if not value.isprintable():
+        raise ValueError(
+            f"{field}: control, invisible, separator or direction-changing characters"
+            " are not allowed"
+        )
+    return unicodedata.normalize("NFC", value)
 
 
 class Problem(msgspec.Struct, kw_only=True):

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from merchant_api.schemas.common import Mcc, Money, Name, ShortText, TerminalCode
+from merchant_api.schemas.common import Mcc, Money, Name, RequestBody, ShortText, TerminalCode
 
 MdrBps = Annotated[
     int, msgspec.Meta(ge=0, le=1000, description="Fee on each sale, in basis points (0-10%)")
@@ -16,7 +16,7 @@ MdrBps = Annotated[
 BankAccount = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Za-z-]{0,64}$")]
 
 
-class MerchantCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class MerchantCreate(RequestBody):
     """A merchant (shop, service) or a transit operator (its gates take fares).
 
     Constraints: mcc is four digits (ISO 18245); mdr_bps 0 to 1000; kota and kecamatan name
@@ -32,7 +32,7 @@ class MerchantCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     payout_bank_account: BankAccount = ""
 
 
-class MerchantUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class MerchantUpdate(RequestBody):
     name: Name | None = None
     mdr_bps: MdrBps | None = None
     status: Literal["active", "suspended"] | None = None
@@ -66,7 +66,7 @@ class Balance(msgspec.Struct, kw_only=True):
     pending: Money
 
 
-class TerminalCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class TerminalCreate(RequestBody):
     """A terminal bound to one owner. A gate names its line and station."""
 
     terminal_code: TerminalCode
@@ -91,7 +91,7 @@ class Terminal(msgspec.Struct, kw_only=True):
 Scope = Literal["merchant", "gate-operator", "issuer-admin", "analyst"]
 
 
-class ApiKeyCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class ApiKeyCreate(RequestBody):
     """merchant keys belong to a merchant, gate-operator keys to an operator; issuer-admin
     and analyst keys to no one."""
 

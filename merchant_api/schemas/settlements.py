@@ -8,8 +8,10 @@ from typing import Literal
 
 import msgspec
 
+from merchant_api.schemas.common import RequestBody
 
-class SettlementCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+
+class SettlementCreate(RequestBody):
     """Settle one owner's closed business day (the nightly job does this for everyone)."""
 
     merchant_id: uuid.UUID
@@ -51,5 +53,5 @@ class Payout(msgspec.Struct, kw_only=True):
     paid_at: datetime | None
 
 
-class PayoutPaid(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class PayoutPaid(RequestBody):
     bank_reference: str = msgspec.field(default="")

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from merchant_api.schemas.common import RequestBody
+
 EventType = Literal[
     "card_transaction.posted",
     "gate_batch.processed",
@@ -22,7 +24,7 @@ EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 Url = Annotated[str, msgspec.Meta(min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$")]
 
 
-class WebhookEndpointCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class WebhookEndpointCreate(RequestBody):
     """Where to send events. `events` lists the types wanted, or ["*"] for all.
     issuer-admin keys name the merchant; merchant and gate-operator keys make their own."""
 
@@ -31,7 +33,7 @@ class WebhookEndpointCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=
     merchant_id: uuid.UUID | None = None
 
 
-class WebhookEndpointUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class WebhookEndpointUpdate(RequestBody):
     url: Url | None = None
     events: (
         Annotated[list[EventType | Literal["*"]], msgspec.Meta(min_length=1, max_length=16)] | None
@@ -39,7 +41,7 @@ class WebhookEndpointUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=
     status: Literal["enabled", "disabled"] | None = None
 
 
-class SecretRotation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class SecretRotation(RequestBody):
     """Make a new signing secret. The old one keeps signing too (a second `v1=`) for
     `previous_valid_for_s` seconds, so receivers can switch without losing events."""
 

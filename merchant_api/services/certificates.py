@@ -106,6 +106,11 @@ class Submitted:
         return seq if type(seq) is int and 0 <= seq <= 0xFFFF_FFFF else None
 
 
+def certificate_digest(cert: Certificate) -> bytes:
+    """What identifies a certificate's exact bytes (card_transactions.certificate_digest)."""
+    return hashlib.sha256(cert.to_bytes()).digest()
+
+
 def parse(ctx: ApiContext, raw: Any) -> Submitted:
     """Parse and verify one certificate (no database: done before the transaction)."""
     raw_bytes = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -243,7 +248,7 @@ def accept(
             decided[index] = Decided("quarantined", TERMINAL_NOT_OWNED)
             continue
         tx_id = transaction_id(card.id, cert.counter)
-        digest = hashlib.sha256(cert.to_bytes()).digest()
+        digest = certificate_digest(cert)
         prior = existing.get(tx_id, seen.get(tx_id))
         if prior is not None:
             same = bytes(prior) == digest
@@ -465,22 +470,33 @@ def _write(
 ) -> None:
     if plan.transactions:
         conn.execute(sa.insert(ct), list(plan.transactions.values()))
-    for load, status, transfer_id, resolution in plan.load_updates:
-        card_tx = next(
-            (row["id"] for row in plan.transactions.values() if row.get("load_id") == load.id),
-            None,
-        )
+    if plan.load_updates:
+        # One statement for the batch's loads (a personalization batch confirms hundreds).
+        credit_tx = {
+            row["load_id"]: row["id"] for row in plan.transactions.values() if row.get("load_id")
+        }
         conn.execute(
             sa.update(ld)
-            .where(ld.c.id == load.id)
+            .where(ld.c.id == sa.bindparam("load_id"))
             .values(
-                status=status,
-                resolution=resolution,
-                resolution_transfer_id=transfer_id,
-                card_transaction_id=card_tx,
+                status=sa.bindparam("new_status"),
+                resolution=sa.bindparam("new_resolution"),
+                resolution_transfer_id=sa.bindparam("transfer_id"),
+                card_transaction_id=sa.bindparam("card_tx"),
                 resolved_us=now,
-            )
+            ),
+            [
+                {
+                    "load_id": load.id,
+                    "new_status": status,
+                    "new_resolution": resolution,
+                    "transfer_id": transfer_id,
+                    "card_tx": credit_tx.get(load.id),
+                }
+                for load, status, transfer_id, resolution in plan.load_updates
+            ],
         )
+    for load, status, _, _ in plan.load_updates:
         if load.card_credit_id is not None:
             credit_follows_load(conn, load, status, now)
     _quarantine(conn, ctx, items, decided, callers, source, now, day)
@@ -556,7 +572,11 @@ def _quarantine(
             cert.terminal_id
             if cert
             else (
-                raw_terminal if isinstance(raw_terminal, str) and len(raw_terminal) <= 64 else None
+                raw_terminal
+                if isinstance(raw_terminal, str)
+                and len(raw_terminal) <= 64
+                and raw_terminal.isprintable()  # a NUL cannot be stored in PostgreSQL text
+                else None
             )
         )
         quarantine_id = uuid.uuid4()

@@ -281,13 +281,15 @@ def confirm_load(
                 row.status == "posted"
                 and item.cert is not None
                 and item.reason is None
-                and (
-                    row.card_transaction_id
-                    == certificates.transaction_id(card.id, item.cert.counter)
-                )
+                and _recorded_digest(conn, row.card_transaction_id)
+                == certificates.certificate_digest(item.cert)
             ):
                 return row, card_serial(ctx, card), None  # confirmed before with this certificate
-            raise ApiError(409, ErrorCode.LOAD_NOT_PENDING, f"the load is {row.status}")
+            # Another certificate for a settled load (a replayed or re-targeted credit):
+            # refused, and kept for the nightly job like every refused certificate.
+            item.reason = item.reason or ErrorCode.LOAD_NOT_PENDING.value
+            certificates.accept(conn, ctx, [item], caller, "load", now_us())
+            return row, b"", ErrorCode.LOAD_NOT_PENDING.value
         if item.reason is None and item.cert is not None:
             if ctx.secrets.serial_hash(item.cert.card_serial) != bytes(card.serial_hash):
                 item.reason = ErrorCode.LOAD_CARD_MISMATCH.value
@@ -305,11 +307,28 @@ def confirm_load(
         return row, card_serial(ctx, card), None
 
     row, serial, refusal = write(ctx, work)
+    if refusal == ErrorCode.LOAD_NOT_PENDING:
+        raise ApiError(
+            409, refusal, f"the load is {row.status}; the certificate is kept in quarantine"
+        )
     if refusal is not None:
         raise ApiError(
             422, refusal, "the certificate does not confirm this load; it is kept in quarantine"
         )
     return load_out(ctx, row, serial)
+
+
+def _recorded_digest(conn: Connection, transaction_id: uuid.UUID | None) -> bytes | None:
+    """The exact certificate that confirmed a load: a retry must carry the same bytes, not
+    merely the same counter (another card's credit at that counter is a replay)."""
+    if transaction_id is None:
+        return None
+    digest = conn.execute(
+        sa.select(schema.card_transactions.c.certificate_digest).where(
+            schema.card_transactions.c.id == transaction_id
+        )
+    ).scalar_one_or_none()
+    return None if digest is None else bytes(digest)
 
 
 def resolve_load(
