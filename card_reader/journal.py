@@ -11,6 +11,9 @@ One append-only file. Each line is `<crc32 as 8 hex digits> <JSON record>`; reco
   batch `batch_id`. Written before the first attempt, so retries reuse the id.
 - `acked` / `refused`: the back office answered the batch (outcome counts) or refused it
   (`code`). Either way the upload cursor moves past it; a refused batch stays here.
+- `attempt`: a merchant terminal is about to send a sale (`debit`) or load (`credit`) of
+  `amount` to card `serial` with terminal sequence number `seq` (written and fsynced first,
+  so that a terminal restarted after a lost answer still knows what it had asked).
 
 Guarantees:
 - `record_certificate(..., durable=True)` returns only after the record is fsynced: a gate
@@ -105,6 +108,25 @@ class Batch:
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """A sale or load a merchant terminal sent to a card (see the `attempt` record)."""
+
+    card_serial: bytes
+    terminal_seq: int
+    kind: str  # "debit" or "credit", as TransactionKind's values
+    amount: int
+
+    def made(self, cert: Certificate) -> bool:
+        """Whether `cert` is the card's record of this very attempt."""
+        return (cert.card_serial, cert.terminal_seq, cert.kind.value, cert.amount) == (
+            self.card_serial,
+            self.terminal_seq,
+            self.kind,
+            self.amount,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class JournalStats:
     certificates: int
     uploaded: int
@@ -158,6 +180,7 @@ class Journal:
         self._refused = 0
         self._open_batch: tuple[str, int, int] | None = None
         self._torn = False  # a failed write left a partial line that could not be cut off
+        self._attempt: Attempt | None = None
         self._replay()
         try:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -208,6 +231,15 @@ class Journal:
             if not isinstance(record["batch_id"], str):
                 raise ValueError("batch_id is not a string")
             self._open_batch = (record["batch_id"], _count(record, "first"), _count(record, "last"))
+        elif kind == "attempt":
+            if not isinstance(record["serial"], str) or record["kind"] not in ("debit", "credit"):
+                raise ValueError("a malformed attempt")
+            self._attempt = Attempt(
+                bytes.fromhex(record["serial"]),
+                _count(record, "seq"),
+                record["kind"],
+                _count(record, "amount"),
+            )
         elif kind in ("acked", "refused"):
             batch = self._open_batch
             if batch is None or batch[0] != record["batch_id"]:
@@ -314,6 +346,23 @@ class Journal:
             self._append(record, durable=durable)
             self._add(cert)
             return True
+
+    def record_attempt(self, attempt: Attempt) -> None:
+        """Write (and fsync) what is about to be sent to a card, before it is sent."""
+        with self._lock:
+            record = {
+                "type": "attempt",
+                "serial": attempt.card_serial.hex(),
+                "seq": attempt.terminal_seq,
+                "kind": attempt.kind,
+                "amount": attempt.amount,
+            }
+            self._append(record, durable=True)
+            self._attempt = attempt
+
+    def last_attempt(self) -> Attempt | None:
+        with self._lock:
+            return self._attempt
 
     def sync(self) -> None:
         with self._lock:

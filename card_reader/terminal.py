@@ -13,11 +13,11 @@ Guarantees:
   the fare rules see the journey already recorded, so nothing is charged twice.
 - A hotlisted card is blocked on the chip and refused; a card already blocked is refused
   at SELECT.
-- A sale or load torn after the card committed it is not made twice: the terminal
-  remembers the (card, terminal sequence number) of its attempt that got no answer, and
-  when that card comes back with that certificate as its last one, for the same kind and
-  amount, the attempt is answered `recovered` (done, from the card's own record) instead
-  of charging or loading again.
+- A sale or load torn after the card committed it is not made twice: the terminal journals
+  each attempt (card, terminal_seq, kind, amount) before sending it, and when the card
+  comes back carrying, as a certificate this terminal did not have, exactly its last
+  attempt, a retry of the same kind and amount is answered `recovered` (done, from the
+  card's own record) instead of charging or loading again, after a restart too.
 - A terminal whose journal cannot take the record (disk full, read-only, I/O error) does
   not debit or load: it refuses the tap with the journal's code (`journal_disk_full`,
   `journal_read_only`, `journal_write_failed`) and logs why. If the write fails after the
@@ -46,7 +46,7 @@ from card_reader.errors import (
 )
 from card_reader.fares import GateMode, Line, Station, TapOutcome, check_gate_mode, plan_tap
 from card_reader.hotlist import HotlistStore
-from card_reader.journal import Journal, JournalUnavailableError
+from card_reader.journal import Attempt, Journal, JournalUnavailableError
 from card_reader.keys import Sam
 from card_reader.messages import PurseRecord
 from card_reader.protocol import CardSession
@@ -95,20 +95,24 @@ class _Terminal:
         self.journal = journal
         self.hotlist = hotlist
         self.clock = clock
+        self._torn: Certificate | None = None  # this tap's card carried our torn certificate
 
-    def _collect(self, last: Certificate | None) -> None:
+    def _collect(self, last: Certificate | None) -> Certificate | None:
         """Journal the card's last certificate if this terminal does not have it yet: the
-        tearing recovery (our own, answer lost) or forwarding (another terminal's)."""
+        tearing recovery (our own, answer lost) or forwarding (another terminal's).
+        Returns the certificate when it was our own torn one."""
         if last is None or self.journal.has_certificate(last.card_serial, last.counter):
-            return
+            return None
         own = last.terminal_id == self.terminal_id
         if own and self.journal.has_own_seq(last.terminal_seq):
-            return
+            return None
         # Our own torn debit is money this terminal opened nothing for yet: make it durable
         # now. Another terminal's rides on the next fsync (the card still carries it).
         self.journal.record_certificate(last, durable=own)
-        if own:
-            log.info("recovered torn transaction seq %d", last.terminal_seq)
+        if not own:
+            return None
+        log.info("recovered torn transaction seq %d", last.terminal_seq)
+        return last
 
     def _run(
         self, channel: ApduChannel, tap: Callable[[CardSession, PurseRecord, str], TapResult]
@@ -121,7 +125,7 @@ class _Terminal:
             if info.blocked:
                 return TapResult(False, "card_blocked", card, apdus=channel.exchanges)
             purse = session.authenticate()
-            self._collect(purse.last_certificate)
+            self._torn = self._collect(purse.last_certificate)
             if self.hotlist.is_blocked(info.serial):
                 session.block()
                 log.warning("hotlisted card %s blocked", card)
@@ -200,31 +204,22 @@ class MerchantTerminal(_Terminal):
     """A shop's terminal: sales (debits without journey) and, at the issuer's service
     points, loads with a cryptogram from the issuer back office."""
 
-    # (card serial, terminal_seq) of the last sale or load sent to a card whose answer
-    # was lost (the card left the field); cleared when an answer arrives.
-    _unanswered: tuple[bytes, int] | None = None
-
-    def _already_done(
-        self, purse: PurseRecord, kind: TransactionKind, amount: int
-    ) -> Certificate | None:
-        """The card's own record of our unanswered attempt, if it is this very operation:
-        the card committed it before it left, so it must not be made again."""
-        last = purse.last_certificate
-        if (
-            last is None
-            or self._unanswered != (last.card_serial, last.terminal_seq)
-            or last.terminal_id != self.terminal_id
-            or (last.kind, last.amount) != (kind, amount)
-        ):
+    def _already_done(self, kind: TransactionKind, amount: int) -> Certificate | None:
+        """The card's own record of our last attempt, if this retry is that very operation:
+        the card committed it before its answer was lost, so it must not be made again."""
+        attempt = self.journal.last_attempt()
+        torn = self._torn
+        if torn is None or attempt is None or not attempt.made(torn):
             return None
-        self._unanswered = None
-        log.info("recovered torn %s seq %d", kind.value, last.terminal_seq)
-        return last
+        if (torn.kind, torn.amount) != (kind, amount):
+            return None
+        log.info("recovered torn %s seq %d", kind.value, torn.terminal_seq)
+        return torn
 
-    def _attempt(self, serial: bytes) -> int:
-        """A new terminal sequence number, remembered until the card answers."""
+    def _attempt(self, serial: bytes, kind: TransactionKind, amount: int) -> int:
+        """A new terminal sequence number, journaled with what is about to be sent."""
         seq = self.journal.next_terminal_seq()
-        self._unanswered = (serial, seq)
+        self.journal.record_attempt(Attempt(serial, seq, kind.value, amount))
         return seq
 
     def charge(self, channel: ApduChannel, amount: int) -> TapResult:
@@ -234,7 +229,7 @@ class MerchantTerminal(_Terminal):
 
     def _sale(self, session: CardSession, purse: PurseRecord, amount: int) -> TapResult:
         card = mask_serial(session.serial)
-        done = self._already_done(purse, TransactionKind.DEBIT, amount)
+        done = self._already_done(TransactionKind.DEBIT, amount)
         if done is not None:
             return TapResult(True, "recovered", card, amount, done.balance_after, done)
         if purse.balance < amount:
@@ -243,11 +238,10 @@ class MerchantTerminal(_Terminal):
         cert = session.debit(
             amount=amount,
             terminal_id=self.terminal_id,
-            terminal_seq=self._attempt(session.serial),
+            terminal_seq=self._attempt(session.serial, TransactionKind.DEBIT, amount),
             timestamp=int(self.clock()),
             journey=None,
         )
-        self._unanswered = None
         self.journal.record_certificate(cert)
         return TapResult(True, "ok", card, amount, cert.balance_after, cert)
 
@@ -267,7 +261,7 @@ class MerchantTerminal(_Terminal):
         cryptograms: CryptogramSource,
     ) -> TapResult:
         card = mask_serial(session.serial)
-        done = self._already_done(purse, TransactionKind.CREDIT, amount)
+        done = self._already_done(TransactionKind.CREDIT, amount)
         if done is not None:
             return TapResult(True, "recovered", card, amount, done.balance_after, done)
         if purse.balance + amount > purse.max_balance:
@@ -279,9 +273,8 @@ class MerchantTerminal(_Terminal):
             counter_before=purse.counter,
             cryptogram=cryptogram,
             terminal_id=self.terminal_id,
-            terminal_seq=self._attempt(session.serial),
+            terminal_seq=self._attempt(session.serial, TransactionKind.CREDIT, amount),
             timestamp=int(self.clock()),
         )
-        self._unanswered = None
         self.journal.record_certificate(cert)
         return TapResult(True, "ok", card, amount, cert.balance_after, cert)

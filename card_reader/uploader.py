@@ -7,7 +7,9 @@ Guarantees:
 - Nothing is sent twice as new: a batch is written to the journal with its id before the
   first attempt, and every retry (after a timeout, a 5xx, a crash, a power cut) sends that
   same id with the same certificates, which the back office answers idempotently.
-- Failures back off: 1 s doubling to 5 minutes, with full jitter, reset on success.
+- Failures back off: 1 s doubling to 5 minutes, with full jitter, reset on success. A
+  journal that cannot take the batch or acknowledgement record (disk full, read-only) is
+  such a failure too: reported and retried, never the end of the upload loop.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 
 from card_reader.backoffice import BackOfficeClient, BackOfficeError
 from card_reader.hotlist import HotlistError, HotlistStore
-from card_reader.journal import MAX_BATCH_CERTIFICATES, Journal
+from card_reader.journal import MAX_BATCH_CERTIFICATES, Journal, JournalUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ class UploadReport:
     batches: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     refused: list[str] = field(default_factory=list)
-    error: BackOfficeError | None = None
+    error: BackOfficeError | JournalUnavailableError | None = None
 
     @property
     def complete(self) -> bool:
@@ -74,6 +76,15 @@ class Uploader:
     def upload_pending(self) -> UploadReport:
         """Send batches until the journal is all delivered or an attempt fails."""
         report = UploadReport()
+        try:
+            self._upload(report)
+        except JournalUnavailableError as error:
+            # The batch stays open (or unopened) in the journal: the next round resends it.
+            log.error("upload paused, the journal cannot record it: %s", error)
+            report.error = error
+        return report
+
+    def _upload(self, report: UploadReport) -> None:
         while (batch := self.journal.pending_batch(self.batch_size)) is not None:
             try:
                 items = self.client.post_batch(batch)
@@ -81,7 +92,7 @@ class Uploader:
                 if error.retryable:
                     log.warning("batch %s not delivered: %s", batch.batch_id, error)
                     report.error = error
-                    return report
+                    return
                 # Refused for good: record it, keep its certificates, go on with the next.
                 log.error("batch %s refused by the back office: %s", batch.batch_id, error.code)
                 self.journal.mark_refused(batch.batch_id, error.code)
@@ -95,7 +106,6 @@ class Uploader:
             self.journal.mark_acked(batch.batch_id, dict(counts))
             report.outcomes.update(counts)
             report.batches += 1
-        return report
 
     def refresh_hotlist(self) -> bool:
         """Fetch the hotlist changes (or the whole list) and store them. False on failure."""

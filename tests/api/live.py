@@ -115,7 +115,7 @@ def start_server(
             cwd=ROOT,
         )
     server = LiveServer(f"http://127.0.0.1:{port}", process, environment, log)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # a busy 2-core machine starts 2 workers slowly
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited: {log.read_text()[-2000:]}")

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.postgres
 ROUNDS = 20
 WHOLE_SERVER_EVERY = 7  # rounds 7 and 14 kill every process; the rest kill one worker
 LEASE_S = "2"  # a dead request's Idempotency-Key is taken over after this
+PROGRESS_PER_ROUND = 4  # acknowledged requests between two kills
 
 
 def test_sigkill_under_traffic_loses_and_doubles_nothing(
@@ -41,7 +42,8 @@ def test_sigkill_under_traffic_loses_and_doubles_nothing(
     traffic.start()
     try:
         for round_no in range(1, ROUNDS + 1):
-            time.sleep(rng.uniform(0.2, 1.2))
+            traffic.wait_for_progress(PROGRESS_PER_ROUND)
+            time.sleep(rng.uniform(0, 0.5))
             if round_no % WHOLE_SERVER_EVERY == 0:
                 kill_whole_server(server)
                 server = start_server(
@@ -60,14 +62,15 @@ def test_sigkill_under_traffic_loses_and_doubles_nothing(
             deadline = time.monotonic() + 60
             while len(server_workers(server)) < 2 and time.monotonic() < deadline:
                 time.sleep(0.1)
-        time.sleep(1.0)
+        traffic.wait_for_progress(PROGRESS_PER_ROUND)
     finally:
         traffic.stop()
     try:
         assert not traffic.errors, traffic.errors
         assert not log.unexpected_5xx, log.unexpected_5xx[:5]
         assert log.connection_errors > 0, "the kills never hit a request"
-        assert len(log.debits) > 50 and log.loads and log.refunds
+        assert len(log.acknowledged) >= (ROUNDS + 1) * PROGRESS_PER_ROUND
+        assert log.debits and log.loads and log.refunds
         outcome = settle(url, server.url, fleet, log)
         assert outcome.lost == []
         assert outcome.duplicated == []

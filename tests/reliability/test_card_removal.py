@@ -219,3 +219,33 @@ def test_card_removed_at_every_step_recovers_at_the_next_tap(tmp_path: Path, nam
             assert (state.balance, state.counter) == (balance, counter), case
             assert world.journaled() == journaled, case  # each certificate once per journal
             assert_consistent(world, START_BALANCE)
+
+
+@pytest.mark.parametrize("name", ["sale", "load"])
+def test_a_torn_sale_or_load_is_recovered_by_a_restarted_terminal(
+    tmp_path: Path, name: str
+) -> None:
+    """Promise: a sale or load whose answer was lost is not made again even when the
+    terminal restarts before the retry (its attempt is in the journal): the retry is
+    answered `recovered` and the card is charged or loaded once."""
+    _, balance, counter, _ = clean_run(tmp_path, name)
+    _, step, _ = SEQUENCES[name]
+    world = make_world(tmp_path / "torn")
+    last = world.run(step).apdus  # a clean run tells how many exchanges the step takes
+    world = make_world(tmp_path / "torn-again")
+    torn = world.run(step, at=last, after_commit=True)
+    assert torn.code == "card_removed"
+    shop = world.terminals["SHOP-1"]
+    shop.journal.close()
+    restarted = MerchantTerminal(
+        "SHOP-1",
+        SoftwareSam(AUTH_MASTER),
+        Journal(shop.journal.path.parent, "SHOP-1"),
+        HotlistStore(shop.journal.path.parent),
+        lambda: world.clock[0],
+    )
+    world.terminals["SHOP-1"] = restarted
+    again = world.run(step)
+    assert (again.opened, again.code) == (True, "recovered")
+    assert (world.card.state.balance, world.card.state.counter) == (balance, counter)
+    assert len(world.journaled()["SHOP-1"]) == 1

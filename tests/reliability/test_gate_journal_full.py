@@ -21,7 +21,8 @@ from card_reader.keys import SoftwareSam
 from card_reader.terminal import Gate, TapResult
 from card_reader.transport import ApduChannel, InProcessTransport
 from tests.api.live import BIN
-from tests.card.conftest import AUTH_MASTER, new_state, signed_certificate
+from tests.card.backoffice_server import running_back_office
+from tests.card.conftest import AUTH_MASTER, BACK_OFFICE, new_state, signed_certificate
 from tests.reliability.gate_process import TERMINAL_ID
 from tests.reliability.test_gate_crash import answer, run_gate
 
@@ -184,3 +185,27 @@ def test_a_gate_process_at_its_file_size_limit_refuses_the_debit(tmp_path: Path)
     assert (chip.balance, chip.counter) == (50_000, 0)
     paid = answer(run_gate(data, card, "http://127.0.0.1:9"))
     assert (paid["opened"], paid["code"], paid["certificates"]) == (True, "ok", 1)
+
+
+def test_an_upload_the_journal_cannot_record_waits_for_room(tmp_path: Path) -> None:
+    """Promise: when the journal cannot record the back office's acknowledgement, the gate
+    reports `journal_disk_full` and keeps the batch open (the upload loop does not die);
+    once there is room it resends the same batch id, and the certificate is posted once."""
+    card = tmp_path / "card.json"
+    FileStore(card).save(new_state(balance=50_000))
+    data = tmp_path / "gate"
+    offline = answer(run_gate(data, card, "http://127.0.0.1:9"))
+    assert offline["opened"] and offline["pending"] == 1
+    size = (data / "journal.log").stat().st_size
+
+    def no_room() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+
+    with running_back_office(BACK_OFFICE) as (url, server):
+        full = answer(run_gate(data, card, url, "--no-tap", preexec_fn=no_room))
+        assert "journal_disk_full" in full["error"] and full["pending"] == 1
+        assert len(server.certificates) == 1  # the back office has it; the gate can't say so
+        delivered = answer(run_gate(data, card, url, "--no-tap"))
+        assert delivered["uploaded"] == {"posted": 1} and delivered["pending"] == 0  # replayed
+        assert len(server.certificates) == 1
+        assert len(server.requests) == 2 and len(set(server.requests)) == 1

@@ -270,6 +270,16 @@ class Traffic:
         except BaseException as exc:
             self.errors.append(exc)
 
+    def wait_for_progress(self, answers: int, timeout: float = 180) -> None:
+        """Return once the clients have had `answers` more 2xx answers (so that a fault
+        lands while traffic flows, however slow the machine)."""
+        target = len(self.log.acknowledged) + answers
+        deadline = time.monotonic() + timeout
+        while len(self.log.acknowledged) < target:
+            if time.monotonic() > deadline or self.errors:
+                raise GaveUpError(f"no progress: {self.errors or 'no answers'}")
+            time.sleep(0.02)
+
     def _next_gate_seq(self) -> int:
         with self._seq_lock:
             self._gate_seq += 1
@@ -279,6 +289,7 @@ class Traffic:
         rng = random.Random()
         issuer = RetryingClient(self.fleet.base, self.fleet.issuer_key, self.log)
         shop = RetryingClient(self.fleet.base, self.fleet.merchant_key, self.log)
+        sales = 0
         try:
             while not self._stop.is_set():
                 card_id, card = rng.choice(cards)
@@ -295,7 +306,8 @@ class Traffic:
                 )
                 with self.log.lock:
                     self.log.debits[(card_id, cert.counter)] = amount
-                if rng.random() < 0.2:
+                sales += 1
+                if sales % 5 == 0:  # every fifth sale is partly refunded
                     part = rng.randrange(500, amount + 1, 500)
                     refund = shop.request(
                         "POST",
