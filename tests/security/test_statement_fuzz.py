@@ -21,7 +21,7 @@ from reconciliation.nightly.statements import (
 )
 from tests.security.strategies import HOSTILE_TEXT, mutated_bytes
 
-FUZZ = settings(max_examples=120, deadline=None, database=None)
+FUZZ = settings(max_examples=100, deadline=None, database=None)
 NS = "urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"
 CODES = set(InputErrorCode)
 
