@@ -11,9 +11,11 @@ import sys
 
 BENCHMARKS = {
     "api": "bench.api",
+    "export": "bench.export",
     "gate": "bench.gate",
     "ledger": "bench.ledger",
     "nightly": "bench.nightly",
+    "soak": "bench.soak",
 }
 
 

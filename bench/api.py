@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
+import multiprocessing.queues
 import os
 import signal
 import statistics
@@ -34,6 +36,9 @@ from tests.api.cards import SimulatedCard
 from tests.api.live import ROOT, free_port, start_server
 
 CARD_FLOAT = 1_000_000
+# The load generator's processes. They share the machine's cores with the server and the
+# database (loopback, one machine): the numbers are for all three together.
+CLIENT_PROCESSES = 2
 
 
 def log(message: str) -> None:
@@ -125,6 +130,61 @@ async def _exchange(
     return status, await reader.readexactly(length)
 
 
+def post_all(
+    base: str,
+    path: str,
+    bodies: list[bytes],
+    key: str | None,
+    concurrency: int,
+    idempotency: list[str] | None = None,
+    processes: int = CLIENT_PROCESSES,
+) -> tuple[float, list[float], int]:
+    """POST every body over `concurrency` kept-alive connections spread over `processes`
+    client processes (one Python process's event loop would be the bottleneck before a
+    server is); returns (seconds from the first request sent to the last answer,
+    latencies, non-2xx count). The processes start together, after connecting."""
+    processes = max(1, min(processes, concurrency))
+    if processes == 1:
+        started, finished, latencies, failures = asyncio.run(
+            drive(base, path, bodies, key, concurrency, idempotency)
+        )
+        return finished - started, latencies, failures
+    spawn = multiprocessing.get_context("spawn")
+    ready = spawn.Barrier(processes)
+    results: multiprocessing.queues.Queue[Any] = spawn.Queue()
+    workers = [
+        spawn.Process(
+            target=_drive_share,
+            args=(
+                ready,
+                results,
+                (base, path, bodies[i::processes], key),
+                concurrency // processes + (i < concurrency % processes),
+                idempotency[i::processes] if idempotency else None,
+            ),
+        )
+        for i in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    shares = [results.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+    # perf_counter is the system-wide monotonic clock on Linux: comparable across processes.
+    seconds = max(s[1] for s in shares) - min(s[0] for s in shares)
+    return seconds, [x for s in shares for x in s[2]], sum(s[3] for s in shares)
+
+
+def _drive_share(
+    ready: Any,
+    results: Any,
+    target: tuple[str, str, list[bytes], str | None],
+    concurrency: int,
+    idempotency: list[str] | None,
+) -> None:
+    results.put(asyncio.run(drive(*target, concurrency, idempotency, ready)))
+
+
 async def drive(
     base: str,
     path: str,
@@ -132,10 +192,12 @@ async def drive(
     key: str | None,
     concurrency: int,
     idempotency: list[str] | None = None,
-) -> tuple[float, list[float], int]:
+    ready: Any = None,
+) -> tuple[float, float, list[float], int]:
     """POST every body with `concurrency` kept-alive connections (a plain asyncio HTTP/1.1
     client: a general-purpose client library, not the server, would be the bottleneck);
-    returns (seconds, latencies, non-2xx count)."""
+    returns (started, finished, latencies, non-2xx count). With `ready` (a barrier), the
+    connections are opened first and the requests start when every process is ready."""
     host, port = base.removeprefix("http://").split(":")
     latencies: list[float] = []
     failures = 0
@@ -144,9 +206,12 @@ async def drive(
         queue.put_nowait(index)
     auth = f"Authorization: Bearer {key}\r\n" if key else ""
 
-    async def worker() -> None:
+    connections = [await asyncio.open_connection(host, int(port)) for _ in range(concurrency)]
+    if ready is not None:
+        await asyncio.to_thread(ready.wait)
+
+    async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal failures
-        reader, writer = await asyncio.open_connection(host, int(port))
         try:
             while not queue.empty():
                 index = queue.get_nowait()
@@ -167,8 +232,8 @@ async def drive(
             writer.close()
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.perf_counter() - started, latencies, failures
+    await asyncio.gather(*(worker(reader, writer) for reader, writer in connections))
+    return started, time.perf_counter(), latencies, failures
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -198,10 +263,8 @@ def baseline(workers: int, requests: int, concurrency: int, body: bytes) -> floa
                 break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        asyncio.run(drive(base, "/echo", [body] * 200, None, concurrency))  # warm up
-        seconds, _, failures = asyncio.run(
-            drive(base, "/echo", [body] * requests, None, concurrency)
-        )
+        post_all(base, "/echo", [body] * 200, None, concurrency)  # warm up
+        seconds, _, failures = post_all(base, "/echo", [body] * requests, None, concurrency)
         if failures:
             log(f"baseline: {failures} failures")
         return requests / seconds
@@ -219,6 +282,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cards", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--client-processes", type=int, default=CLIENT_PROCESSES)
     args = parser.parse_args(argv)
 
     with scratch_database("postgresql") as url, tempfile.TemporaryDirectory() as folder:
@@ -267,22 +331,21 @@ def main(argv: list[str]) -> int:
             assert needed <= len(cards) * CARD_FLOAT, "load the cards with more value"
 
             log(f"{args.transactions} card transactions at concurrency {args.concurrency}")
-            seconds, latencies, failures = asyncio.run(
-                drive(
-                    server.url,
-                    "/v1/card-transactions",
-                    singles,
-                    merchant_key,
-                    args.concurrency,
-                    [str(uuid.uuid4()) for _ in singles],
-                )
+            seconds, latencies, failures = post_all(
+                server.url,
+                "/v1/card-transactions",
+                singles,
+                merchant_key,
+                args.concurrency,
+                [str(uuid.uuid4()) for _ in singles],
+                args.client_processes,
             )
             card_tx_per_s = args.transactions / seconds
             log(f"  {card_tx_per_s:.0f}/s, {failures} failures")
 
             log(f"{args.batches} gate batches of {args.batch_size}")
-            batch_seconds, _, batch_failures = asyncio.run(
-                drive(server.url, "/v1/gate-batches", batches, gate_key, 2, batch_ids)
+            batch_seconds, _, batch_failures = post_all(
+                server.url, "/v1/gate-batches", batches, gate_key, 2, batch_ids, processes=1
             )
             batch_rate = args.batches * args.batch_size / batch_seconds
             log(f"  {batch_rate:.0f} certificates/s, {batch_failures} failures")

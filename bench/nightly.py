@@ -199,16 +199,16 @@ def generate(url: str, day: dt.date, count: int) -> None:
         purses = []
         for _ in range(cards):
             card_id = uuid.UUID(int=rng.getrandbits(128))
-            purse = chart.purse_account(card_id, False)
-            purses.append((card_id, purse.id, rng.getrandbits(64).to_bytes(8, "big")))
+            account = chart.purse_account(card_id, False)
+            purses.append((card_id, account.id, rng.getrandbits(64).to_bytes(8, "big")))
             acc_copy.write_row(
                 (
-                    purse.id,
+                    account.id,
                     "card_purse",
                     "IDR",
                     True,
                     False,
-                    purse.max_balance,
+                    account.max_balance,
                     1,
                     "Card purse",
                     start_us - 86_400_000_000,
@@ -258,7 +258,7 @@ def generate(url: str, day: dt.date, count: int) -> None:
 
     from merchant_api.services.certificates import transaction_id
 
-    for card_id, purse, _ in purses:
+    for _, purse, _ in purses:
         transfer(
             uuid.UUID(int=rng.getrandbits(128)),
             "load",
@@ -374,7 +374,8 @@ def _set_balances(cur: Any, balances: dict[uuid.UUID, list[int]]) -> None:
         for account, (debits, credits) in balances.items():
             copy.write_row((account, debits, credits))
     cur.execute(
-        "UPDATE accounts a SET debits_posted = b.d, credits_posted = b.c FROM bal b WHERE a.id = b.id"
+        "UPDATE accounts a SET debits_posted = b.d, credits_posted = b.c"
+        " FROM bal b WHERE a.id = b.id"
     )
 
 

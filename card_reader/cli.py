@@ -36,7 +36,7 @@ from card_reader.certificate import make_load_cryptogram, mask_serial, serial_ha
 from card_reader.errors import CardReaderError, NoCardError, PcscServiceUnavailableError
 from card_reader.fares import FareConfigError, GateMode, find_station
 from card_reader.hotlist import HotlistStore
-from card_reader.journal import Journal
+from card_reader.journal import Journal, JournalUnavailableError
 from card_reader.keys import (
     ENV_AUTHENTICATION_MASTER_KEY,
     BackOfficeKeys,
@@ -353,7 +353,7 @@ def gate_run(
         journal = Journal(data_dir, terminal_id)
         hotlist = HotlistStore(data_dir)
         the_gate = Gate(terminal_id, line_, station_, GateMode(mode), _sam(), journal, hotlist)
-    except (FareConfigError, ValueError) as error:
+    except (FareConfigError, ValueError, JournalUnavailableError) as error:
         raise _fail(str(error)) from None
     stop, thread = _with_sync(journal, hotlist, api_url, sync_interval)
     signal.signal(signal.SIGTERM, lambda _s, _f: stop.set())
@@ -404,7 +404,7 @@ def _merchant(terminal_id: str, data_dir: Path) -> MerchantTerminal:
         return MerchantTerminal(
             terminal_id, _sam(), Journal(data_dir, terminal_id), HotlistStore(data_dir)
         )
-    except ValueError as error:
+    except (ValueError, JournalUnavailableError) as error:
         raise _fail(str(error)) from None
 
 

@@ -19,12 +19,20 @@ Guarantees:
   else is corruption and refuses to open (`JournalCorruptError`), never silently dropped.
 - Each (card serial, counter) is recorded once; a batch's content never changes once its
   record is written, so a retried batch id always carries the same certificates.
+- A write that fails (disk full, file size limit, read-only file system, I/O error) raises
+  `JournalUnavailableError` with its code and leaves no partial line behind: the file is
+  cut back to its last whole record (or, if even that fails, the journal refuses every
+  write until it is opened again, which cuts the torn tail). `check_writable()` says
+  before a debit whether the next record can be written: a terminal never takes value it
+  cannot record.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import resource
 import threading
 import uuid
 import zlib
@@ -37,10 +45,41 @@ from card_reader.certificate import Certificate, CertificateFormatError
 RESERVE_BLOCK = 1_000
 MAX_BATCH_CERTIFICATES = 500
 JOURNAL_FILE = "journal.log"
+# Free space a debit needs before it starts: its reservation, certificate and batch records
+# take about 1 KiB; the rest is margin for the records that follow it (acks, the next taps).
+WRITE_HEADROOM_BYTES = 64 * 1024
 
 
 class JournalCorruptError(RuntimeError):
     """A line other than the last fails its checksum or does not parse."""
+
+
+class JournalUnavailableError(RuntimeError):
+    """The journal cannot take another record. `code` is stable; match on it:
+
+    - `journal_read_only`: the file system holding the journal is read-only.
+    - `journal_disk_full`: no space left (or the process's file size limit is reached).
+    - `journal_write_failed`: any other failed write (an I/O error), or a write failed
+      earlier and its torn line could not be cut off (reopen the journal).
+    """
+
+    def __init__(self, code: str, detail: str) -> None:
+        self.code = code
+        self.detail = detail
+        super().__init__(f"{code}: {detail}")
+
+
+_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def _unavailable(error: OSError, path: Path) -> JournalUnavailableError:
+    if error.errno == errno.EROFS:
+        code = "journal_read_only"
+    elif error.errno in _FULL:
+        code = "journal_disk_full"
+    else:
+        code = "journal_write_failed"
+    return JournalUnavailableError(code, f"{path}: {os.strerror(error.errno or 0)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +157,14 @@ class Journal:
         self._uploaded = 0
         self._refused = 0
         self._open_batch: tuple[str, int, int] | None = None
+        self._torn = False  # a failed write left a partial line that could not be cut off
         self._replay()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._sync_directory()
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._sync_directory()
+        except OSError as error:
+            raise _unavailable(error, self.path) from None
+        self._size = os.fstat(self._fd).st_size
         # Never reuse a number handed out before a restart: start after the reservation.
         self._next_seq = self._reserved_through + 1
 
@@ -184,12 +228,52 @@ class Journal:
     # Writing ------------------------------------------------------------------------------
 
     def _append(self, record: dict[str, Any], *, durable: bool) -> None:
+        if self._torn:
+            raise JournalUnavailableError(
+                "journal_write_failed", f"{self.path}: an earlier write failed; reopen it"
+            )
         line = _line(record)
-        written = os.write(self._fd, line)
-        if written != len(line):  # O_APPEND writes of a few hundred bytes are whole
-            raise OSError(f"short write to {self.path}")
-        if durable:
+        try:
+            written = os.write(self._fd, line)
+            if written != len(line):  # only when the disk or the size limit ran out
+                raise OSError(errno.ENOSPC, f"short write to {self.path}")
+            if durable:
+                os.fsync(self._fd)
+        except OSError as error:
+            self._cut_back()
+            raise _unavailable(error, self.path) from None
+        self._size += len(line)
+
+    def _cut_back(self) -> None:
+        """Remove whatever a failed write left after the last whole record: a later record
+        appended after a partial line would make the journal corrupt, not just torn."""
+        try:
+            os.ftruncate(self._fd, self._size)
             os.fsync(self._fd)
+        except OSError:
+            self._torn = True
+
+    def check_writable(self) -> None:
+        """Raise `JournalUnavailableError` unless the next records can be written: the file
+        system is writable, has `WRITE_HEADROOM_BYTES` free, and the process's file size
+        limit leaves as much room. Called before a card is debited."""
+        if self._torn:
+            raise JournalUnavailableError(
+                "journal_write_failed", f"{self.path}: an earlier write failed; reopen it"
+            )
+        try:
+            fs = os.fstatvfs(self._fd)
+        except OSError as error:
+            raise _unavailable(error, self.path) from None
+        if fs.f_flag & os.ST_RDONLY:
+            raise JournalUnavailableError("journal_read_only", f"{self.path}: read-only")
+        if fs.f_bavail * fs.f_frsize < WRITE_HEADROOM_BYTES:
+            raise JournalUnavailableError("journal_disk_full", f"{self.path}: no space left")
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY and self._size + WRITE_HEADROOM_BYTES > limit:
+            raise JournalUnavailableError(
+                "journal_disk_full", f"{self.path}: the file size limit is reached"
+            )
 
     def _sync_directory(self) -> None:
         fd = os.open(self.path.parent, os.O_RDONLY)
@@ -233,7 +317,10 @@ class Journal:
 
     def sync(self) -> None:
         with self._lock:
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as error:
+                raise _unavailable(error, self.path) from None
 
     # Uploading ----------------------------------------------------------------------------
 

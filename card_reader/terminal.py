@@ -13,6 +13,15 @@ Guarantees:
   the fare rules see the journey already recorded, so nothing is charged twice.
 - A hotlisted card is blocked on the chip and refused; a card already blocked is refused
   at SELECT.
+- A sale or load torn after the card committed it is not made twice: the terminal
+  remembers the (card, terminal sequence number) of its attempt that got no answer, and
+  when that card comes back with that certificate as its last one, for the same kind and
+  amount, the attempt is answered `recovered` (done, from the card's own record) instead
+  of charging or loading again.
+- A terminal whose journal cannot take the record (disk full, read-only, I/O error) does
+  not debit or load: it refuses the tap with the journal's code (`journal_disk_full`,
+  `journal_read_only`, `journal_write_failed`) and logs why. If the write fails after the
+  card committed, the card carries the certificate and the next tap anywhere collects it.
 - Card serials never reach a log in clear: results carry `mask_serial`.
 """
 
@@ -23,7 +32,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from card_reader.certificate import TERMINAL_ID_PATTERN, Certificate, mask_serial
+from card_reader.certificate import (
+    TERMINAL_ID_PATTERN,
+    Certificate,
+    TransactionKind,
+    mask_serial,
+)
 from card_reader.errors import (
     CardRefusedError,
     CardRemovedError,
@@ -32,7 +46,7 @@ from card_reader.errors import (
 )
 from card_reader.fares import GateMode, Line, Station, TapOutcome, check_gate_mode, plan_tap
 from card_reader.hotlist import HotlistStore
-from card_reader.journal import Journal
+from card_reader.journal import Journal, JournalUnavailableError
 from card_reader.keys import Sam
 from card_reader.messages import PurseRecord
 from card_reader.protocol import CardSession
@@ -119,6 +133,9 @@ class _Terminal:
             result = TapResult(False, error.code, card)
         except CardResponseInvalidError:
             result = TapResult(False, "card_response_invalid", card)
+        except JournalUnavailableError as error:
+            log.error("tap refused, the journal cannot record it: %s", error)
+            result = TapResult(False, error.code, card)
         return TapResult(
             result.opened,
             result.code,
@@ -167,6 +184,7 @@ class Gate(_Terminal):
             return TapResult(True, plan.code, card, 0, purse.balance)
         if plan.outcome is TapOutcome.REFUSE:
             return TapResult(False, plan.code, card, plan.amount, purse.balance)
+        self.journal.check_writable()  # never take value that cannot be recorded
         cert = session.debit(
             amount=plan.amount,
             terminal_id=self.terminal_id,
@@ -182,6 +200,33 @@ class MerchantTerminal(_Terminal):
     """A shop's terminal: sales (debits without journey) and, at the issuer's service
     points, loads with a cryptogram from the issuer back office."""
 
+    # (card serial, terminal_seq) of the last sale or load sent to a card whose answer
+    # was lost (the card left the field); cleared when an answer arrives.
+    _unanswered: tuple[bytes, int] | None = None
+
+    def _already_done(
+        self, purse: PurseRecord, kind: TransactionKind, amount: int
+    ) -> Certificate | None:
+        """The card's own record of our unanswered attempt, if it is this very operation:
+        the card committed it before it left, so it must not be made again."""
+        last = purse.last_certificate
+        if (
+            last is None
+            or self._unanswered != (last.card_serial, last.terminal_seq)
+            or last.terminal_id != self.terminal_id
+            or (last.kind, last.amount) != (kind, amount)
+        ):
+            return None
+        self._unanswered = None
+        log.info("recovered torn %s seq %d", kind.value, last.terminal_seq)
+        return last
+
+    def _attempt(self, serial: bytes) -> int:
+        """A new terminal sequence number, remembered until the card answers."""
+        seq = self.journal.next_terminal_seq()
+        self._unanswered = (serial, seq)
+        return seq
+
     def charge(self, channel: ApduChannel, amount: int) -> TapResult:
         if amount <= 0:
             raise ValueError("a sale is a positive amount of rupiah")
@@ -189,15 +234,20 @@ class MerchantTerminal(_Terminal):
 
     def _sale(self, session: CardSession, purse: PurseRecord, amount: int) -> TapResult:
         card = mask_serial(session.serial)
+        done = self._already_done(purse, TransactionKind.DEBIT, amount)
+        if done is not None:
+            return TapResult(True, "recovered", card, amount, done.balance_after, done)
         if purse.balance < amount:
             return TapResult(False, "insufficient_funds", card, amount, purse.balance)
+        self.journal.check_writable()
         cert = session.debit(
             amount=amount,
             terminal_id=self.terminal_id,
-            terminal_seq=self.journal.next_terminal_seq(),
+            terminal_seq=self._attempt(session.serial),
             timestamp=int(self.clock()),
             journey=None,
         )
+        self._unanswered = None
         self.journal.record_certificate(cert)
         return TapResult(True, "ok", card, amount, cert.balance_after, cert)
 
@@ -217,16 +267,21 @@ class MerchantTerminal(_Terminal):
         cryptograms: CryptogramSource,
     ) -> TapResult:
         card = mask_serial(session.serial)
+        done = self._already_done(purse, TransactionKind.CREDIT, amount)
+        if done is not None:
+            return TapResult(True, "recovered", card, amount, done.balance_after, done)
         if purse.balance + amount > purse.max_balance:
             return TapResult(False, "over_max_balance", card, amount, purse.balance)
+        self.journal.check_writable()
         cryptogram = cryptograms(session.serial, purse.counter, amount)
         cert = session.credit(
             amount=amount,
             counter_before=purse.counter,
             cryptogram=cryptogram,
             terminal_id=self.terminal_id,
-            terminal_seq=self.journal.next_terminal_seq(),
+            terminal_seq=self._attempt(session.serial),
             timestamp=int(self.clock()),
         )
+        self._unanswered = None
         self.journal.record_certificate(cert)
         return TapResult(True, "ok", card, amount, cert.balance_after, cert)

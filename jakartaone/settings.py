@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     - api_key_cache_seconds: how long a server process trusts an API key it looked up,
       0 to 60 seconds (revocation reaches every process within it).
     - log_level: the API's structured logs (DEBUG, INFO, WARNING, ERROR; any case).
+    - api_idempotency_lease_seconds: how long a request holds its Idempotency-Key; a retry
+      of a request whose server died waits at most this long (1 to 3600).
+    - clock_offset_seconds: JAKARTAONE_CLOCK_OFFSET_SECONDS, default 0. The API's business
+      clock runs this far off the machine's; only `jakartaone demo` sets it, to replay a
+      past business day. Production leaves it at 0.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
@@ -64,6 +69,8 @@ class Settings(BaseSettings):
     api_rate_per_second: Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)] = 200.0
     api_rate_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 400
     api_key_cache_seconds: Annotated[float, Field(ge=0, le=60, allow_inf_nan=False)] = 1.0
+    api_idempotency_lease_seconds: int = Field(default=15, ge=1, le=3600)
+    clock_offset_seconds: int = 0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("log_level", mode="before")

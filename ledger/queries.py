@@ -42,11 +42,21 @@ class Balances:
     credits_pending: int = 0
 
 
+# Ids bound per query: PostgreSQL takes at most 65,535 parameters in one statement, and every
+# id is bound twice below.
+_IDS_PER_QUERY = 10_000
+
+
 def accounts_by_id(conn: Connection, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Account]:
-    """Accounts with balances summed over every shard."""
-    wanted = set(ids)
-    if not wanted:
-        return {}
+    """Accounts with balances summed over every shard (any number of ids)."""
+    wanted = list(set(ids))
+    found: dict[uuid.UUID, Account] = {}
+    for at in range(0, len(wanted), _IDS_PER_QUERY):
+        found.update(_accounts_chunk(conn, wanted[at : at + _IDS_PER_QUERY]))
+    return found
+
+
+def _accounts_chunk(conn: Connection, wanted: list[uuid.UUID]) -> dict[uuid.UUID, Account]:
     a, s = schema.accounts, schema.account_balance_shards
     extra = (
         sa.select(

@@ -2,9 +2,9 @@
 
 `ledger.batch` decides; a `Store` fetches what it needs and writes what it decided, in the
 caller's transaction. Both stores run the same statements in the same order; they differ
-only in how rows travel: PostgreSQL gets whole columns as arrays (`unnest`), several
-statements per network round trip (psycopg pipeline mode), and locks taken in a fixed
-order; SQLite gets `executemany` and `json_each` lists, and needs no row locks because
+only in how rows travel: PostgreSQL gets the whole batch as one JSON document per phase
+(one network round trip each, the statements running inside a function) and locks taken
+in a fixed order; SQLite gets `executemany` and `json_each` lists, and needs no row locks because
 BEGIN IMMEDIATE already holds its single writer lock.
 
 Lock order on PostgreSQL (why no two batches deadlock): bounded accounts are locked first,
@@ -20,8 +20,9 @@ import json
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+import msgspec
 from sqlalchemy.engine import Connection
 
 # Row shapes both stores return (PostgreSQL's ledger_read builds the same arrays).
@@ -107,44 +108,32 @@ SQLITE_ACCOUNTS = (
 class PostgresStore:
     """Reads and writes through ledger_read and ledger_write (see the migration): each is
     one statement and one network round trip, whatever the batch's size, with the batch
-    travelling as JSON, which both sides encode and decode in C."""
+    travelling as JSON, which both sides encode and decode in C (msgspec here: uuids,
+    tuples and sets are encoded without a Python call per value, and the answer is decoded
+    straight into typed rows)."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    def _call(self, function: str, payload: dict[str, Any]) -> Any:
+    def _call(self, function: str, payload: dict[str, Any], answer: type[T]) -> T:
         # Through SQLAlchemy's driver-level call, so that a lost connection is noticed,
         # the pool invalidated, and the transaction retried (see db.run_write).
-        text = json.dumps(payload, separators=(",", ":"), default=str)
+        text = _ENCODER.encode(payload).decode()
         result = self._conn.exec_driver_sql(f"SELECT {function}(%s::jsonb)::text", (text,))
-        return json.loads(result.scalar_one())
+        return msgspec.json.decode(result.scalar_one(), type=answer)
 
     def read(self, reads: Reads) -> Found:
-        # Ids come back as the text we sent; map them to the caller's own UUID objects
-        # rather than parsing them again (cheaper, and dictionary lookups hit identity).
-        known: dict[str, uuid.UUID] = {}
-
-        def texts(ids: Collection[uuid.UUID]) -> list[str]:
-            out = []
-            for value in ids:
-                text = str(value)
-                known[text] = value
-                out.append(text)
-            return out
-
         found = self._call(
             "ledger_read",
             {
-                "transfers": texts(reads.transfers),
-                "resolutions": texts(reads.resolutions),
-                "accounts": texts(reads.accounts),
-                "locked_accounts": texts(reads.locked_accounts),
+                "transfers": reads.transfers,
+                "resolutions": reads.resolutions,
+                "accounts": reads.accounts,
+                "locked_accounts": reads.locked_accounts,
             },
+            _ReadAnswer,
         )
-        transfers = [_transfer_row(r, known) for r in found["transfers"]]
-        resolutions = [(known[r[0]], r[1]) for r in found["resolutions"]]
-        accounts = [(known[r[0]], *r[1:]) for r in found["accounts"]]
-        return Found(transfers, resolutions, accounts)
+        return Found(found.transfers, found.resolutions, found.accounts)
 
     def write(self, writes: Writes) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, str]]:
         done = self._call(
@@ -156,12 +145,31 @@ class PostgresStore:
                 "recheck": writes.recheck,
                 "transfers": [(*t[:9], t[9].hex()) for t in writes.transfers],
             },
+            _WriteAnswer,
         )
-        ids = {str(t[0]): t[0] for t in writes.transfers}
-        rechecked = {str(a): a for a in writes.recheck}
-        seqs = {ids[tid]: seq for tid, seq in done["seqs"]}
-        statuses = {rechecked[aid]: status for aid, status in done["statuses"]}
-        return seqs, statuses
+        return dict(done.seqs or ()), dict(done.statuses)
+
+
+T = TypeVar("T")
+_ENCODER = msgspec.json.Encoder()
+
+
+class _ReadAnswer(msgspec.Struct):
+    """ledger_read's answer, decoded in C into the row shapes `Found` holds."""
+
+    transfers: list[
+        tuple[
+            int, uuid.UUID, str, str, str, uuid.UUID | None, uuid.UUID | None, int, str, int,
+            int | None, uuid.UUID | None, int | None,
+        ]
+    ]  # fmt: skip
+    resolutions: list[tuple[uuid.UUID, str]]
+    accounts: list[tuple[uuid.UUID, str, str, bool, bool, int | None, int, int, int, int, int]]
+
+
+class _WriteAnswer(msgspec.Struct):
+    seqs: list[tuple[uuid.UUID, int]] | None  # null when nothing was inserted
+    statuses: list[tuple[uuid.UUID, str]]
 
 
 class SqliteStore:
@@ -175,7 +183,7 @@ class SqliteStore:
 
     def read(self, reads: Reads) -> Found:
         rows = self._rows(SQLITE_TRANSFERS, reads.transfers)
-        transfers = [_transfer_row(r, {}) for r in rows]
+        transfers = [_transfer_row(r) for r in rows]
         resolutions = [
             (uuid.UUID(r[0]), r[1]) for r in self._rows(SQLITE_RESOLUTIONS, reads.resolutions)
         ]
@@ -225,13 +233,11 @@ class SqliteStore:
         return {t[0]: first + i for i, t in enumerate(writes.transfers)}, {}
 
 
-def _transfer_row(r: Sequence[Any], known: dict[str, uuid.UUID]) -> tuple[Any, ...]:
-    """A TRANSFER_COLUMNS row with its ids as UUIDs (both stores read them as text)."""
+def _transfer_row(r: Sequence[Any]) -> tuple[Any, ...]:
+    """A TRANSFER_COLUMNS row with its ids as UUIDs (SQLite reads them as text)."""
 
     def as_id(text: str | None) -> uuid.UUID | None:
-        if text is None:
-            return None
-        return known.get(text) or uuid.UUID(text)
+        return uuid.UUID(text) if text is not None else None
 
     return (r[0], as_id(r[1]), *r[2:5], as_id(r[5]), as_id(r[6]), *r[7:11], as_id(r[11]), r[12])
 

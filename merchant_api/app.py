@@ -60,6 +60,7 @@ def create_app(ctx: ApiContext) -> Litestar:
         cards.CardController,
         cards.get_hotlist,
         cards.list_card_credits,
+        cards.issue_card_batch,
         payments.CardTransactionController,
         payments.upload_gate_batch,
         payments.LoadController,

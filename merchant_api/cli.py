@@ -19,7 +19,7 @@ from litestar import Litestar
 
 from card_reader.keys import BackOfficeKeys, KeyMaterialError
 from jakartaone.settings import Settings, load_settings
-from ledger import Ledger, make_engine, run_read, run_write
+from ledger import Ledger, MonotonicClock, make_engine, run_read, run_write
 from merchant_api import server
 from merchant_api.app import create_app
 from merchant_api.auth import Scope
@@ -28,6 +28,7 @@ from merchant_api.context import ApiContext, Limits
 from merchant_api.crypto import ApiSecrets, KeyConfigError
 from merchant_api.observability import configure_logging
 from merchant_api.services.onboarding import insert_api_key
+from merchant_api.wib import now_us, set_clock_offset
 
 SCHEMA_REVISION = "0002"
 
@@ -58,8 +59,9 @@ def context_from_settings(settings: Settings) -> ApiContext:
         )
     except KeyMaterialError as exc:
         raise KeyConfigError(f"card master keys: {exc.code}") from exc
+    set_clock_offset(settings.clock_offset_seconds)
     engine = api_engine(settings.database_url)
-    ledger = Ledger(engine)
+    ledger = Ledger(engine, MonotonicClock(now_us))
     ensure_issuer_accounts(ledger)
     return ApiContext(
         engine=engine,
@@ -70,6 +72,7 @@ def context_from_settings(settings: Settings) -> ApiContext:
             rate_per_second=settings.api_rate_per_second,
             rate_burst=settings.api_rate_burst,
             api_key_cache_s=settings.api_key_cache_seconds,
+            idempotency_lease_s=settings.api_idempotency_lease_seconds,
         ),
     )
 

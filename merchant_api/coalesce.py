@@ -7,8 +7,9 @@ per process takes every submission waiting in its queue (up to `MAX_BATCH`) and 
 through `transactions.submit_many` together, the way a database groups commits.
 
 Guarantees (the same as one at a time):
-- Every request is answered only after the transaction holding it has committed; its
-  Idempotency-Key record is completed in that same transaction, so a retry replays it.
+- Every request is answered only after the transaction holding it has committed. Its
+  Idempotency-Key is claimed in that same transaction and its answer stored there too, so
+  a request costs one commit, and a retry replays the answer (`transactions.submit_many`).
 - Each certificate is decided on its own (posted, duplicate, quarantined); the requests
   share only the transaction. If that transaction fails, every request in it fails with
   the same error (nothing of any of them was written) and each retry converges.
@@ -18,12 +19,11 @@ from __future__ import annotations
 
 import queue
 import threading
-import uuid
 from dataclasses import dataclass, field
 
 from merchant_api.auth import Principal
 from merchant_api.context import ApiContext
-from merchant_api.errors import ApiError
+from merchant_api.idempotency import ClaimRequest
 from merchant_api.services import transactions
 from merchant_api.services.certificates import Submitted
 
@@ -32,13 +32,13 @@ MAX_BATCH = 128
 
 @dataclass
 class Job:
-    """One submission waiting for its answer: (status, JSON body) or an error."""
+    """One submission waiting for its answer (or the error its transaction failed with)."""
 
     principal: Principal
     item: Submitted
-    claim: tuple[uuid.UUID, str, uuid.UUID] | None  # api key id, Idempotency-Key, claim
+    claim: ClaimRequest | None  # its Idempotency-Key, claimed in the transaction
     done: threading.Event = field(default_factory=threading.Event)
-    answer: tuple[int, bytes] | None = None
+    answer: transactions.Answer | None = None
     error: BaseException | None = None
 
 
@@ -49,7 +49,7 @@ class Coalescer:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, job: Job) -> tuple[int, bytes]:
+    def submit(self, job: Job) -> transactions.Answer:
         self._ensure_running()
         self._queue.put(job)
         job.done.wait()
@@ -94,10 +94,7 @@ class Coalescer:
                 self.ctx, [(job.principal, job.item, job.claim) for job in jobs]
             )
             for job, answer in zip(jobs, answers, strict=True):
-                if isinstance(answer, ApiError):
-                    job.error = answer
-                else:
-                    job.answer = answer
+                job.answer = answer
         except BaseException as exc:
             for job in jobs:
                 job.error = exc

@@ -91,16 +91,26 @@ def claim_many(
 ) -> list[Proceed | Replay | ApiError]:
     """Claim many keys in one transaction (concurrent requests' claims batched together):
     each request gets Proceed, Replay, or the ApiError to answer with."""
-    return run_write(engine, lambda conn: _claim_in(conn, requests, lease_s))
+    return run_write(engine, lambda conn: claim_in(conn, requests, lease_s))
 
 
-def _claim_in(
+def claim_in(
     conn: Connection, requests: list[ClaimRequest], lease_s: int
 ) -> list[Proceed | Replay | ApiError]:
+    """`claim_many` in the caller's write transaction, so that a handler can claim its keys
+    in the transaction that does the work and store the answer there too: one commit for
+    both. The claims commit or roll back with that work.
+
+    The keys are inserted in (API key, key) order: an insert that meets a key another
+    transaction has inserted but not yet committed waits for it, and a fixed order means
+    two transactions never wait for each other."""
     t = schema.idempotency_keys
     now = now_us()
     until = now + lease_s * 1_000_000
     mine = [uuid.uuid4() for _ in requests]
+    in_order = sorted(
+        zip(requests, mine, strict=True), key=lambda r: (r[0].api_key_id.int, r[0].key)
+    )
     insert = sqlite_insert(t) if is_sqlite(conn) else postgresql_insert(t)
     won = {
         row.claim
@@ -117,7 +127,7 @@ def _claim_in(
                     "locked_until_us": until,
                     "created_us": now,
                 }
-                for r, claim in zip(requests, mine, strict=True)
+                for r, claim in in_order
             ],
         )
     }
@@ -172,6 +182,10 @@ def _claim_in(
             else:
                 outcomes.append(_in_flight())
     return outcomes
+
+
+def _key_order(pair: tuple[ClaimRequest, uuid.UUID]) -> tuple[int, str]:
+    return pair[0].api_key_id.int, pair[0].key
 
 
 class ClaimBatcher:

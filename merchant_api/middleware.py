@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import anyio.to_thread
 import msgspec
-from litestar import Request
+from litestar import Request, Response
 from litestar.datastructures import Headers, MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
@@ -42,10 +42,14 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 PRINCIPAL = "jakartaone_principal"
 REQUEST_ID = "jakartaone_request_id"
 IDEMPOTENCY_KEY = "jakartaone_idempotency_key"
-# (api key id, Idempotency-Key, claim) for a handler that completes the record in its own
-# transaction; it sets IDEMPOTENCY_DONE when it has.
+# (api key id, Idempotency-Key, claim): the claim the request holds. A handler that
+# completes the record in its own transaction sets IDEMPOTENCY_DONE when it has.
 IDEMPOTENCY_CLAIM = "jakartaone_idempotency_claim"
 IDEMPOTENCY_DONE = "jakartaone_idempotency_done"
+# On a route with the option `claims_in_transaction`, the middleware does not claim the
+# key: it leaves the ClaimRequest here for the handler, which claims it in the transaction
+# that does the work (one commit for both) and sets IDEMPOTENCY_CLAIM if it won it.
+IDEMPOTENCY_REQUEST = "jakartaone_idempotency_request"
 # Guesses: a missing key guesses nothing and is not counted.
 _AUTH_FAILURES = {
     ErrorCode.API_KEY_INVALID,
@@ -272,15 +276,19 @@ class IdempotencyMiddleware:
         digest = idempotency.request_digest(
             _method(scope), scope["path"], scope.get("query_string", b""), body
         )
-        outcome = await anyio.to_thread.run_sync(
-            gatekeeping_of(scope).claims.claim,
-            idempotency.ClaimRequest(principal.api_key_id, key, digest),
-        )
-        if isinstance(outcome, idempotency.Replay):
-            await _send_json(send, outcome.status, outcome.body, replayed=True)
-            return
-        scope["state"][IDEMPOTENCY_KEY] = key
-        scope["state"][IDEMPOTENCY_CLAIM] = (principal.api_key_id, key, outcome.claim)
+        wanted = idempotency.ClaimRequest(principal.api_key_id, key, digest)
+        state = scope["state"]
+        state[IDEMPOTENCY_KEY] = key
+        if scope["route_handler"].opt.get("claims_in_transaction"):
+            state[IDEMPOTENCY_REQUEST] = wanted
+        else:
+            outcome = await anyio.to_thread.run_sync(gatekeeping_of(scope).claims.claim, wanted)
+            if isinstance(outcome, idempotency.Replay):
+                answer = replayed(outcome.status, outcome.body)
+                request = Request[Any, Any, Any](scope, receive)
+                await answer.to_asgi_response(app=None, request=request)(scope, receive, send)
+                return
+            state[IDEMPOTENCY_CLAIM] = (principal.api_key_id, key, outcome.claim)
         messages: list[Message] = []
 
         async def buffered_send(message: Message) -> None:
@@ -289,21 +297,23 @@ class IdempotencyMiddleware:
         try:
             await self.app(scope, receive, buffered_send)
         except BaseException:
-            await _quietly(idempotency.release, ctx, principal, key, outcome.claim)
+            if IDEMPOTENCY_CLAIM in state:
+                await _quietly(
+                    idempotency.release, ctx, principal, key, state[IDEMPOTENCY_CLAIM][2]
+                )
             raise
         status = next((m["status"] for m in messages if m["type"] == "http.response.start"), 500)
-        if scope["state"].get(IDEMPOTENCY_DONE):
-            pass  # stored with the change itself
+        claim = state.get(IDEMPOTENCY_CLAIM)
+        if claim is None or state.get(IDEMPOTENCY_DONE):
+            pass  # nothing claimed here, or stored with the change itself
         elif status < 500:
             response = b"".join(
                 m.get("body", b"") for m in messages if m["type"] == "http.response.body"
             )
             response = _redacted(response, scope["route_handler"].opt.get("redact", ()))
-            await _quietly(
-                idempotency.complete, ctx, principal, key, outcome.claim, status, response
-            )
+            await _quietly(idempotency.complete, ctx, principal, key, claim[2], status, response)
         else:
-            await _quietly(idempotency.release, ctx, principal, key, outcome.claim)
+            await _quietly(idempotency.release, ctx, principal, key, claim[2])
         for message in messages:
             await send(message)
 
@@ -333,12 +343,9 @@ def _redacted(body: bytes, fields: tuple[str, ...]) -> bytes:
     return json.dumps(decoded, separators=(",", ":")).encode()
 
 
-async def _send_json(send: Send, status: int, body: bytes, *, replayed: bool) -> None:
+def replayed(status: int, body: bytes) -> Response[bytes]:
+    """The stored answer of an earlier request with the same Idempotency-Key."""
     media = PROBLEM_MEDIA_TYPE if status >= 400 else "application/json"
-    headers = [(b"content-type", media.encode()), (b"content-length", str(len(body)).encode())]
-    if replayed:
-        headers.append((b"idempotent-replayed", b"true"))
-    await send(
-        cast("Message", {"type": "http.response.start", "status": status, "headers": headers})
+    return Response(
+        body, status_code=status, media_type=media, headers={"Idempotent-Replayed": "true"}
     )
-    await send(cast("Message", {"type": "http.response.body", "body": body}))

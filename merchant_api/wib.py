@@ -11,9 +11,22 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 WIB = timezone(timedelta(hours=7), "WIB")
 
+# The API's clock, as an offset from the machine's (see `set_clock_offset`).
+_offset_us = 0
+
+
+def set_clock_offset(seconds: int) -> None:
+    """Run this process's business clock `seconds` off the machine's clock.
+
+    For simulations and drills only (`jakartaone demo` replays a past business day, so that
+    the day is closed when its nightly job runs): set from JAKARTAONE_CLOCK_OFFSET_SECONDS,
+    which production leaves at 0."""
+    global _offset_us
+    _offset_us = seconds * 1_000_000
+
 
 def now_us() -> int:
-    return time.time_ns() // 1000
+    return time.time_ns() // 1000 + _offset_us
 
 
 def business_date(at_us: int) -> str:

@@ -12,6 +12,8 @@ from merchant_api.auth import ISSUER, TERMINAL_CALLERS, Scope
 from merchant_api.deps import Caller, Ctx, Cursor, IdempotencyKey, Limit, problems, scopes
 from merchant_api.schemas.cards import (
     Card,
+    CardBatch,
+    CardBatchCreate,
     CardBlock,
     CardCredit,
     CardIssue,
@@ -20,7 +22,7 @@ from merchant_api.schemas.cards import (
     Hotlist,
 )
 from merchant_api.schemas.common import Page
-from merchant_api.services import cards
+from merchant_api.services import card_batches, cards
 
 CARD_READERS = frozenset({Scope.ISSUER_ADMIN, Scope.ANALYST})
 
@@ -165,3 +167,21 @@ def list_card_credits(
     card_id: FromQuery[uuid.UUID | None] = None,
 ) -> Page[CardCredit]:
     return cards.list_card_credits(ctx, limit, starting_after, ending_before, status, card_id)
+
+
+@post(
+    "/v1/card-batches",
+    operation_id="issueCardBatch",
+    opt=scopes(ISSUER),
+    tags=("Cards",),
+    responses=problems(409, 422),
+    sync_to_thread=True,
+    summary="Issue up to 500 cards in one transaction, optionally pre-loaded",
+)
+def issue_card_batch(
+    data: JSONBody[CardBatchCreate],
+    ctx: Ctx,
+    principal: Caller,
+    idempotency_key: IdempotencyKey,
+) -> CardBatch:
+    return card_batches.issue_batch(ctx, principal, idempotency_key, data)

@@ -15,7 +15,12 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from merchant_api.auth import OWNERS_AND_ISSUER, READERS, TERMINAL_CALLERS
 from merchant_api.coalesce import Job
 from merchant_api.deps import Caller, Ctx, Cursor, IdempotencyKey, Limit, problems, scopes
-from merchant_api.middleware import IDEMPOTENCY_CLAIM, IDEMPOTENCY_DONE
+from merchant_api.middleware import (
+    IDEMPOTENCY_CLAIM,
+    IDEMPOTENCY_DONE,
+    IDEMPOTENCY_REQUEST,
+    replayed,
+)
 from merchant_api.schemas.cards import (
     BatchAnswer,
     CardTransaction,
@@ -42,7 +47,7 @@ class CardTransactionController(Controller):
     @post(
         "/",
         operation_id="createCardTransaction",
-        opt=scopes(TERMINAL_CALLERS),
+        opt=scopes(TERMINAL_CALLERS, claims_in_transaction=True),
         responses={
             **problems(404, 409, 413, 422),
             201: ResponseSpec(data_container=CardTransaction, description="Posted"),
@@ -63,11 +68,20 @@ class CardTransactionController(Controller):
         (`mac_invalid`, `conflicting_duplicate`, `card_blocked`, `terminal_not_owned`,
         `exceeds_credits`, or the certificate's format reason)."""
         state = request.scope["state"]
-        claim = state.get(IDEMPOTENCY_CLAIM)
-        job = Job(principal, certificates.parse(ctx, data), claim)
-        status, body = request.app.state.coalescer.submit(job)
-        if claim is not None:
-            state[IDEMPOTENCY_DONE] = True
+        wanted = state.get(IDEMPOTENCY_REQUEST)
+        job = Job(principal, certificates.parse(ctx, data), wanted)
+        answer = request.app.state.coalescer.submit(job)
+        if wanted is not None and answer.claim is not None:
+            # Claimed in the work's transaction; the middleware completes the record
+            # unless the answer was stored there too.
+            state[IDEMPOTENCY_CLAIM] = (wanted.api_key_id, wanted.key, answer.claim)
+            state[IDEMPOTENCY_DONE] = answer.stored
+        if answer.error is not None:
+            raise answer.error
+        if answer.replay is not None:
+            return replayed(answer.replay.status, answer.replay.body)
+        assert answer.response is not None
+        status, body = answer.response
         return Response(body, status_code=status, media_type="application/json")
 
     @get(

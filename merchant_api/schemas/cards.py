@@ -40,6 +40,44 @@ class CardIssue(RequestBody):
     holder_reference: HolderReference | None = None
 
 
+MAX_CARD_BATCH = 500
+
+
+class CardBatchItem(RequestBody):
+    """One card of a personalization batch. `first_load` sells it pre-loaded: a pending
+    bank-transfer load for counter 0, whose cryptogram the answer carries for the
+    personalization machine to write; the card's credit certificate confirms it."""
+
+    serial: Serial
+    registered: bool = False
+    holder_reference: HolderReference | None = None
+    first_load: Amount | None = None
+
+
+class CardBatchCreate(RequestBody):
+    """A personalization bureau's batch: up to 500 cards, issued in one transaction (all
+    or none)."""
+
+    cards: Annotated[list[CardBatchItem], msgspec.Meta(min_length=1, max_length=MAX_CARD_BATCH)]
+
+
+class IssuedCard(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    card_ref: str
+    registered: bool
+    load_id: uuid.UUID | None
+    load_amount: int | None
+    cryptogram: str | None
+
+
+class CardBatch(msgspec.Struct, kw_only=True):
+    """The cards issued, in the order asked, each with its first load's cryptogram (for
+    card counter 0) while that load is pending."""
+
+    object: Literal["card_batch"] = "card_batch"
+    cards: list[IssuedCard]
+
+
 class CardRegister(RequestBody):
     holder_reference: HolderReference
 

@@ -48,7 +48,7 @@ from merchant_api.wib import now_us, to_datetime
 
 c, h, cc = schema.cards, schema.hotlist_entries, schema.card_credits
 CARDS_NAMESPACE = uuid.UUID("3f6d2b8e-91c4-4d7a-b0e5-7c1a9f4e2d63")
-_SERIAL_PURPOSE = "card-serial"
+SERIAL_PURPOSE = "card-serial"
 
 
 def lock_cards(conn: Connection, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Any]:
@@ -113,7 +113,7 @@ def _insert_card(
         sa.insert(c).values(
             id=card_id,
             serial_hash=lookup,
-            serial_sealed=ctx.secrets.seal(_SERIAL_PURPOSE, serial),
+            serial_sealed=ctx.secrets.seal(SERIAL_PURPOSE, serial),
             hotlist_id=public_card_ref(serial),
             status="active",
             registered=registered,
@@ -128,7 +128,7 @@ def _insert_card(
 
 def card_serial(ctx: ApiContext, row: Any) -> bytes:
     """The card's serial, unsealed for key diversification only. Never log it."""
-    return ctx.secrets.unseal(_SERIAL_PURPOSE, row.serial_sealed)
+    return ctx.secrets.unseal(SERIAL_PURPOSE, row.serial_sealed)
 
 
 def issue_card(

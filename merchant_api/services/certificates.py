@@ -470,22 +470,33 @@ def _write(
 ) -> None:
     if plan.transactions:
         conn.execute(sa.insert(ct), list(plan.transactions.values()))
-    for load, status, transfer_id, resolution in plan.load_updates:
-        card_tx = next(
-            (row["id"] for row in plan.transactions.values() if row.get("load_id") == load.id),
-            None,
-        )
+    if plan.load_updates:
+        # One statement for the batch's loads (a personalization batch confirms hundreds).
+        credit_tx = {
+            row["load_id"]: row["id"] for row in plan.transactions.values() if row.get("load_id")
+        }
         conn.execute(
             sa.update(ld)
-            .where(ld.c.id == load.id)
+            .where(ld.c.id == sa.bindparam("load_id"))
             .values(
-                status=status,
-                resolution=resolution,
-                resolution_transfer_id=transfer_id,
-                card_transaction_id=card_tx,
+                status=sa.bindparam("new_status"),
+                resolution=sa.bindparam("new_resolution"),
+                resolution_transfer_id=sa.bindparam("transfer_id"),
+                card_transaction_id=sa.bindparam("card_tx"),
                 resolved_us=now,
-            )
+            ),
+            [
+                {
+                    "load_id": load.id,
+                    "new_status": status,
+                    "new_resolution": resolution,
+                    "transfer_id": transfer_id,
+                    "card_tx": credit_tx.get(load.id),
+                }
+                for load, status, transfer_id, resolution in plan.load_updates
+            ],
         )
+    for load, status, _, _ in plan.load_updates:
         if load.card_credit_id is not None:
             credit_follows_load(conn, load, status, now)
     _quarantine(conn, ctx, items, decided, callers, source, now, day)

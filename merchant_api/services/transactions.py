@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -83,57 +84,82 @@ def _unique_violation(exc: sa.exc.IntegrityError) -> bool:
     return sqlstate == "23505" or "UNIQUE constraint failed" in str(exc.orig)
 
 
+@dataclass(slots=True)
+class Answer:
+    """What one coalesced single submission gets: a response (status, JSON body), the
+    stored answer of an earlier request with its Idempotency-Key (`replay`), or an error;
+    and the claim it won on its Idempotency-Key, if it won one (`claim`), with whether its
+    answer was stored with it in the same transaction (`stored`)."""
+
+    response: tuple[int, bytes] | None = None
+    replay: idempotency.Replay | None = None
+    error: ApiError | None = None
+    claim: uuid.UUID | None = None
+    stored: bool = False
+
+
 def submit_many(
     ctx: ApiContext,
-    jobs: list[tuple[Principal, certificates.Submitted, tuple[uuid.UUID, str, uuid.UUID] | None]],
-) -> list[tuple[int, bytes] | ApiError]:
-    """Single submissions from many callers, in one transaction (merchant_api.coalesce):
-    for each, (status, JSON body) of a posted (201) or duplicate (200) certificate, whose
-    Idempotency-Key record is completed in the same transaction, or the ApiError (422)
-    of a quarantined one."""
-    items = [item for _, item, _ in jobs]
-    callers = [certificates.Caller(p.api_key_id, p.owner) for p, _, _ in jobs]
+    jobs: list[tuple[Principal, certificates.Submitted, idempotency.ClaimRequest | None]],
+) -> list[Answer]:
+    """Single submissions from many callers, in one transaction (merchant_api.coalesce).
 
-    def work(conn: Connection) -> list[tuple[int, bytes] | ApiError]:
-        decided = certificates.accept(conn, ctx, items, callers, "api", now_us())
+    Each job's Idempotency-Key is claimed in this same transaction, before anything else
+    (a retry gets `replay`, a key in flight or reused gets its ApiError, and nothing else
+    happens for it); then the certificates are decided together. A posted (201) or
+    duplicate (200) answer is stored with its claim here, so the change and its
+    replayable answer commit together; a quarantined one is a 422 ApiError."""
+    lease_s = ctx.limits.idempotency_lease_s
+
+    def work(conn: Connection) -> list[Answer]:
+        answers = [Answer() for _ in jobs]
+        wanted = [(i, claim) for i, (_, _, claim) in enumerate(jobs) if claim is not None]
+        claimed = idempotency.claim_in(conn, [claim for _, claim in wanted], lease_s)
+        for (index, _), outcome in zip(wanted, claimed, strict=True):
+            if isinstance(outcome, idempotency.Proceed):
+                answers[index].claim = outcome.claim
+            elif isinstance(outcome, idempotency.Replay):
+                answers[index].replay = outcome
+            else:
+                answers[index].error = outcome
+        go = [
+            i for i, answer in enumerate(answers) if answer.replay is None and answer.error is None
+        ]
+        items = [jobs[i][1] for i in go]
+        callers = [certificates.Caller(jobs[i][0].api_key_id, jobs[i][0].owner) for i in go]
+        decided = certificates.accept(conn, ctx, items, callers, "api", now_us()) if go else []
+        duplicates = {d.transaction_id for d in decided if d.outcome == "duplicate"}
         recorded = (
-            {
-                row.id: row
-                for row in conn.execute(
-                    sa.select(ct).where(
-                        ct.c.id.in_({d.transaction_id for d in decided if d.outcome == "duplicate"})
-                    )
-                )
-            }
-            if any(d.outcome == "duplicate" for d in decided)
+            {row.id: row for row in conn.execute(sa.select(ct).where(ct.c.id.in_(duplicates)))}
+            if duplicates
             else {}
         )
-        answers: list[tuple[int, bytes] | ApiError] = []
         done, events = [], []
-        for (_, _, claim), d in zip(jobs, decided, strict=True):
+        for index, d in zip(go, decided, strict=True):
+            answer = answers[index]
             if d.outcome == "quarantined" or d.transaction_id is None:
-                answers.append(
-                    ApiError(
-                        422,
-                        d.reason or "quarantined",
-                        "the certificate was not posted; it is kept in quarantine",
-                    )
+                answer.error = ApiError(
+                    422,
+                    d.reason or "quarantined",
+                    "the certificate was not posted; it is kept in quarantine",
                 )
                 continue
             row: Any = SimpleNamespace(**d.row) if d.row is not None else recorded[d.transaction_id]
             out = transaction_out(row)
             status = 201 if d.outcome == "posted" else 200
             body = msgspec.json.encode(out)
-            answers.append((status, body))
-            if claim is not None:
-                done.append((*claim, status, body))
+            answer.response = (status, body)
+            claim = jobs[index][2]
+            if claim is not None and answer.claim is not None:
+                done.append((claim.api_key_id, claim.key, answer.claim, status, body))
+                answer.stored = True
             if d.outcome == "posted" and out.merchant_id is not None:
                 events.append((out.merchant_id, "card_transaction.posted", _event_data(out)))
         webhooks.emit_many(conn, events)
         idempotency.complete_in(conn, done)
         return answers
 
-    result: list[tuple[int, bytes] | ApiError] = write(ctx, work)
+    result: list[Answer] = write(ctx, work)
     return result
 
 

@@ -60,7 +60,7 @@ from reconciliation.analytics.inputs import (
     WIB_OFFSET_US,
     Seal,
 )
-from reconciliation.analytics.journeys import transit_fields
+from reconciliation.analytics.journeys import network_line_names, transit_fields
 
 BATCH_ROWS = 10_000
 LOAD_CHANNELS = {"agent_cash": "agent", "bank_transfer": "bank_transfer"}
@@ -251,6 +251,7 @@ def _card_signed(
         # journey record of the card's tap before it (journeys._capped).
         .order_by(ct.c.card_id, ct.c.card_counter)
     )
+    line_names = network_line_names(network)
     card: uuid.UUID | None = None
     previous: Journey | None = None
     for row in _stream(conn, query, batch_rows):
@@ -272,7 +273,7 @@ def _card_signed(
             row.amount,
             row.card_time_us // 1_000_000,
             previous,
-            network,
+            line_names,
             row.terminal_line,
             row.terminal_station,
         )

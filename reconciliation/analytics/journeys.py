@@ -24,8 +24,8 @@ inputs.EVENTS_SCHEMA:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 
 from card_reader.certificate import Journey, JourneyAction, TransitMode
 from card_reader.fares import (
@@ -59,9 +59,9 @@ class TransitFields:
     fare_capped: bool
 
 
-@cache
 def network_line_names(network: Network) -> dict[int, str]:
-    """Card line code -> the name of the network line with the same mode and stations."""
+    """Card line code -> the name of the network line with the same mode and stations
+    (computed once per release and passed to `transit_fields`)."""
     names: dict[int, str] = {}
     for code, card_line in LINES_BY_CODE.items():
         stations = tuple(s.name for s in card_line.stations)
@@ -78,7 +78,7 @@ def transit_fields(
     amount: int,
     timestamp: int,
     previous: Journey | None,
-    network: Network,
+    line_names: Mapping[int, str],
     terminal_line: str | None,
     terminal_station: str | None,
 ) -> TransitFields:
@@ -91,7 +91,7 @@ def transit_fields(
     here_code = journey.exit_station if tap == "exit" else journey.entry_station
     here = card_line.station(here_code)
     entry = card_line.station(journey.entry_station) if tap == "exit" else None
-    line = network_line_names(network).get(card_line.code, card_line.name)
+    line = line_names.get(card_line.code, card_line.name)
     distance = abs(here.position_m - entry.position_m) if here and entry else None
     return TransitFields(
         mode,

@@ -69,7 +69,7 @@ def persist(
             found.setdefault(finding.break_id, finding)
     existing = {row.id: row for row in _rows_by_id(conn, list(found))}
     new = reopened = auto_resolved = closed = 0
-    events = []
+    events: list[tuple[uuid.UUID, BreakStatus | None, BreakStatus, str]] = []
     for break_id, f in found.items():
         values = {
             "last_seen_date": max(day, existing[break_id].last_seen_date)
@@ -121,17 +121,17 @@ def persist(
                 b.c.status.in_([s.value for s in _SETTLED_BY_EVIDENCE]),
             )
         ).all()
-        for row in settled:
-            if row.id in found or row.subject not in result.examined:
+        for hit in settled:
+            if hit.id in found or hit.subject not in result.examined:
                 continue
-            status = BreakStatus(row.status)
+            status = BreakStatus(hit.status)
             target = _SETTLED_BY_EVIDENCE[status]
             conn.execute(
                 sa.update(b)
-                .where(b.c.id == row.id)
+                .where(b.c.id == hit.id)
                 .values(status=target.value, closed_by_run=run_id, updated_us=now)
             )
-            events.append((row.id, status, target, "subject re-examined and in agreement"))
+            events.append((hit.id, status, target, "subject re-examined and in agreement"))
             if target is BreakStatus.CLOSED:
                 closed += 1
             else:

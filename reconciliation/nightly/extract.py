@@ -360,7 +360,10 @@ def _copy_sqlite(raw: Any, sql: str, duck: duckdb.DuckDBPyConnection, spec: Extr
     total = 0
     while rows := cur.fetchmany(CHUNK_ROWS):
         chunk = pa.Table.from_arrays(
-            [pa.array(list(col), type=f.type) for col, f in zip(zip(*rows), schema, strict=True)],
+            [
+                pa.array(list(col), type=f.type)
+                for col, f in zip(zip(*rows, strict=True), schema, strict=True)
+            ],
             schema=schema,
         )
         duck.register("recon_chunk", chunk)
@@ -382,7 +385,10 @@ def _add_shards(duck: duckdb.DuckDBPyConnection, shards: int) -> None:
 
 
 def load_rows(
-    duck: duckdb.DuckDBPyConnection, table: str, columns: tuple[Column, ...], rows: list[tuple]
+    duck: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: tuple[Column, ...],
+    rows: list[tuple[Any, ...]],
 ) -> None:
     """A small table from Python rows (parsed reports and statements)."""
     spec = ", ".join(f"{c.name} {c.duck}" for c in columns)
@@ -390,7 +396,10 @@ def load_rows(
     if rows:
         schema = pa.schema([(c.name, c.arrow) for c in columns])
         data = pa.Table.from_arrays(
-            [pa.array(list(col), type=f.type) for col, f in zip(zip(*rows), schema, strict=True)],
+            [
+                pa.array(list(col), type=f.type)
+                for col, f in zip(zip(*rows, strict=True), schema, strict=True)
+            ],
             schema=schema,
         )
         duck.register("recon_rows", data)

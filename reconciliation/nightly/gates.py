@@ -5,6 +5,9 @@ What each break proves:
 - MISSING_BATCH: a gate numbers every command it sends a card; its batches, ordered by
   sequence number, must follow one another with no hole. A hole is a batch the gate made
   and the back office never received (its certificates, and their money, are missing).
+  So is a tail: certificates of the gate that other terminals forwarded (read from the
+  cards' purse records) carrying sequence numbers beyond the gate's last batch prove the
+  gate made a batch it has not sent (a gate cut off from the network).
 - UNFINISHED_JOURNEY_NOT_CHARGED: a tap-in (rail entry) whose card's next transit tap
   neither closes the journey (an exit on the same line) nor charges it as the fare rules
   say (card_reader.fares: the maximum fare from the entry station, flagged
@@ -35,6 +38,18 @@ def check_batches(duck: duckdb.DuckDBPyConnection) -> CheckResult:
             FROM batches)
         SELECT terminal_code, merchant_id, covered + 1, first_seq - 1 FROM b
         WHERE first_seq > covered + 1 ORDER BY terminal_code, first_seq
+        """
+    ).fetchall()
+    rows += duck.execute(
+        """
+        WITH own AS (
+            SELECT terminal_code, any_value(merchant_id) AS merchant_id, max(last_seq) AS covered
+            FROM batches GROUP BY terminal_code),
+        seen AS (
+            SELECT terminal_code, max(terminal_seq) AS seen FROM tx GROUP BY terminal_code)
+        SELECT o.terminal_code, o.merchant_id, o.covered + 1, s.seen
+        FROM own o JOIN seen s USING (terminal_code)
+        WHERE s.seen > o.covered ORDER BY o.terminal_code
         """
     ).fetchall()
     for code, merchant, low, high in rows:

@@ -1,8 +1,9 @@
 """The API's card-transaction records against the ledger's transfers: the core matching.
 
-Every certificate the API accepted with a value was posted as one ledger transfer whose id
-is the record's `transfer_id` (merchant_api.services.certificates), moving exactly the
-certificate's amount out of the card's purse. What each break proves:
+Every debit certificate the API accepted with a value was posted as one ledger transfer
+whose id is the record's `transfer_id` (merchant_api.services.certificates), moving exactly
+the certificate's amount out of the card's purse. (A credit certificate's `transfer_id` is
+its load's posting, which the loads check answers for.) What each break proves:
 - MISSING_IN_LEDGER: a record of the day says it was posted, and the ledger has no such
   transfer.
 - AMOUNT_MISMATCH: the transfer moved a different amount out of the purse than the
@@ -25,7 +26,8 @@ MATCH_SQL = """
 SELECT coalesce(r.transfer_id, l.transfer_id) AS transfer_id, r.id AS record_id,
        r.card_id, r.merchant_id, r.terminal_code, r.amount AS record_amount,
        l.amount AS ledger_amount, l.timestamp_us
-FROM (SELECT * FROM tx WHERE business_date = $day AND transfer_id IS NOT NULL) r
+FROM (SELECT * FROM tx WHERE business_date = $day AND transfer_id IS NOT NULL
+      AND kind = 'debit') r
 FULL OUTER JOIN ledger_tx l ON l.transfer_id = r.transfer_id
 WHERE r.transfer_id IS NULL OR l.transfer_id IS NULL OR r.amount <> l.amount
 """

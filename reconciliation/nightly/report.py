@@ -28,6 +28,30 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 svg text{font-size:11px;fill:#1b1f24}
 """
 
+SETTLEMENT_HEADERS = [
+    "Owner",
+    "Kind",
+    "Transactions",
+    "Gross",
+    "Fees",
+    "Refunds",
+    "Carried in",
+    "Net",
+    "Payout",
+]
+BREAK_HEADERS = [
+    "Type",
+    "Status",
+    "Age",
+    "First seen",
+    "Check",
+    "Concerns",
+    "Reference",
+    "Ledger",
+    "External",
+    "Detail",
+]
+
 
 def rupiah(amount: int | None) -> str:
     return "" if amount is None else f"Rp {amount:,}".replace(",", ".")
@@ -108,6 +132,7 @@ def render_html(data: dict[str, Any]) -> str:
         )
     )
     seal = data.get("seal") or {}
+    ages = [(b.value, by_age.get(b.value, 0)) for b in AgeBucket]
     break_rows = [
         [
             b["type"],
@@ -147,13 +172,13 @@ def render_html(data: dict[str, Any]) -> str:
 {escape(str(seal.get("last_seq")))}, head {escape(str(seal.get("head_hash")))}</p>
 {verdict}<div class="cards">{cards}</div>
 <h2>Open breaks by type</h2>{_bars("Open breaks by type", sorted(by_type.items()))}
-<h2>Open breaks by age</h2>{_bars("Open breaks by age", [(b.value, by_age.get(b.value, 0)) for b in AgeBucket])}
+<h2>Open breaks by age</h2>{_bars("Open breaks by age", ages)}
 <h2>Breaks by status</h2>{_bars("Breaks by status", sorted(by_status.items()))}
 <h2>Largest payouts</h2>{_bars("Largest payouts", payouts, money=True)}
 <h2>Settlement per merchant and operator</h2>
-{_table(["Owner", "Kind", "Transactions", "Gross", "Fees", "Refunds", "Carried in", "Net", "Payout"], settle_rows, {2, 3, 4, 5, 6, 7, 8})}
+{_table(SETTLEMENT_HEADERS, settle_rows, {2, 3, 4, 5, 6, 7, 8})}
 <h2>Breaks</h2>
-{_table(["Type", "Status", "Age", "First seen", "Check", "Concerns", "Reference", "Ledger", "External", "Detail"], break_rows, {7, 8})}
+{_table(BREAK_HEADERS, break_rows, {7, 8})}
 <p class="muted">Break types: {escape(", ".join(t.value for t in BreakType))}.</p>
 </body></html>
 """

@@ -182,7 +182,7 @@ def match_statements(
     for entry in debits:
         payout_key = _uuid(entry.reference)
         payout = known.get(payout_key.hex) if payout_key else None
-        subject = f"payout:{payout_key.hex}" if payout else f"bank:{entry.reference}"
+        subject = f"payout:{payout.id.hex}" if payout else f"bank:{entry.reference}"
         result.examined.add(subject)
         if payout is None:
             result.findings.append(
@@ -201,7 +201,7 @@ def match_statements(
         elif payout.status != "paid":
             mark_payout_paid(engine, payout.id, f"{entry.source}:{entry.booking_date}"[:64])
         tick()
-    paid = {_uuid(e.reference).hex for e in debits if _uuid(e.reference)}  # type: ignore[union-attr]
+    paid = {ref.hex for e in debits if (ref := _uuid(e.reference)) is not None}
     for row in payouts:
         if row.status == "instructed" and row.business_date < day and row.id.hex not in paid:
             subject = f"payout:{row.id.hex}"

@@ -10,13 +10,15 @@ Lifecycle (`BreakStatus`), stated once here and enforced by `breaks.py` and by C
 constraints in migration 0003:
 - NEW: found by tonight's run for the first time.
 - AUTO_RESOLVED: a later run re-examined its subject and the disagreement is gone (late
-  data arrived and matched). Found again later, it is re-opened as OPEN.
+  data arrived and matched).
 - OPEN: still there on a later night (a NEW break that survives a night becomes OPEN).
 - INVESTIGATING: a finance officer has taken it.
 - RESOLVED: fixed by a compensating ledger transfer (never by editing history); the
   transfer id is recorded with the break (the database refuses RESOLVED without one).
 - CLOSED: a resolved break whose subject a later run found in agreement, or closed by a
-  finance officer after review. Closed is final.
+  finance officer after review.
+An AUTO_RESOLVED or CLOSED break whose disagreement is found again is re-opened as OPEN
+(the same break, with its history), never duplicated.
 """
 
 from __future__ import annotations

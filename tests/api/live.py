@@ -81,15 +81,22 @@ class LiveServer:
 
 
 def start_server(
-    database_url: str, log: Path, workers: int = 2, migrate: bool = True, **env: str
+    database_url: str,
+    log: Path,
+    workers: int = 2,
+    migrate: bool = True,
+    port: int | None = None,
+    **env: str,
 ) -> LiveServer:
+    """Start `jakartaone serve` (on `port`, else a free one) and wait until it is ready;
+    its output is appended to `log`."""
     if migrate:
         engine = make_engine(database_url)
         upgrade(engine)
         engine.dispose()
-    port = free_port()
+    port = port or free_port()
     environment = server_environment(database_url, **env)
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         process = subprocess.Popen(
             [
                 str(BIN / "jakartaone"),

@@ -202,3 +202,84 @@ def test_fractional_rupiah_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         read_camt053(path)
     assert info.value.code is InputErrorCode.AMOUNT_INVALID
+
+
+def test_resolved_by_a_compensating_transfer_then_closed(world: World, tmp_path: Path) -> None:
+    import uuid
+
+    from ledger import Transfer
+    from merchant_api import chart
+    from reconciliation.nightly import breaks as lifecycle
+    from reconciliation.nightly.schema import recon_breaks
+
+    _, card = shop_day(world)
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    world.post(Transfer.simple(uuid.uuid4(), chart.SUSPENSE, card.purse, 700, "adjustment"))  # type: ignore[attr-defined]
+    night(world, tmp_path)
+    (row,) = run_read(world.engine, lambda c: c.execute(sa.select(recon_breaks)).all())
+    assert (row.break_type, row.ledger_amount, row.external_amount) == (
+        "SHADOW_BALANCE_MISMATCH",
+        99_700,
+        99_000,
+    )
+    with pytest.raises(lifecycle.BreakTransitionError) as refused:
+        lifecycle.close(world.engine, row.id, "not yet")
+    assert refused.value.code == "transition_not_allowed"
+    lifecycle.investigate(world.engine, row.id, "suspense posting by mistake")
+    fix = Transfer.simple(
+        uuid.uuid4(),
+        card.purse,
+        chart.SUSPENSE,
+        700,
+        "break_fix",  # type: ignore[attr-defined]
+        metadata={"break_id": str(row.id)},
+    )
+    lifecycle.resolve(world.engine, world.ledger, row.id, fix, "reversed the stray posting")
+    assert breaks(world) == Counter({("SHADOW_BALANCE_MISMATCH", "RESOLVED"): 1})
+    world.next_day()
+    assert night(world, tmp_path).exit_code is ExitCode.AGREED
+    assert breaks(world) == Counter({("SHADOW_BALANCE_MISMATCH", "CLOSED"): 1})
+    history = run_read(
+        world.engine,
+        lambda c: (
+            c.execute(sa.text("SELECT to_status FROM recon_break_events ORDER BY seq"))
+            .scalars()
+            .all()
+        ),
+    )
+    assert history == ["NEW", "INVESTIGATING", "RESOLVED", "CLOSED"]
+
+
+def test_a_refused_compensating_transfer_resolves_nothing(world: World, tmp_path: Path) -> None:
+    import uuid
+
+    from ledger import Transfer
+    from merchant_api import chart
+    from reconciliation.nightly import breaks as lifecycle
+    from reconciliation.nightly.schema import recon_breaks
+
+    _, card = shop_day(world)
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    world.post(Transfer.simple(uuid.uuid4(), chart.SUSPENSE, card.purse, 700, "adjustment"))  # type: ignore[attr-defined]
+    night(world, tmp_path)
+    (row,) = run_read(world.engine, lambda c: c.execute(sa.select(recon_breaks)).all())
+    overdraw = Transfer.simple(uuid.uuid4(), card.purse, chart.SUSPENSE, 10**9, "break_fix")  # type: ignore[attr-defined]
+    with pytest.raises(lifecycle.BreakTransitionError) as refused:
+        lifecycle.resolve(world.engine, world.ledger, row.id, overdraw, "wrong amount")
+    assert refused.value.code == "compensating_transfer_refused"
+    assert breaks(world) == Counter({("SHADOW_BALANCE_MISMATCH", "NEW"): 1})
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_writer_left_open_postpones_the_seal(world: World, tmp_path: Path) -> None:
+    _, card = shop_day(world)
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    with world.engine.connect() as blocker:
+        blocker.exec_driver_sql("SELECT pg_current_xact_id()")  # holds a transaction id
+        result = night(world, tmp_path)
+        blocker.rollback()
+    assert breaks(world) == Counter({("DAY_NOT_SEALED", "NEW"): 1})
+    assert result.exit_code is ExitCode.BREAKS
+    world.next_day()
+    assert night(world, tmp_path).exit_code is ExitCode.AGREED
+    assert breaks(world) == Counter({("DAY_NOT_SEALED", "AUTO_RESOLVED"): 1})

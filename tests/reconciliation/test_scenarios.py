@@ -164,3 +164,112 @@ def test_an_edited_record_fails_its_mac(world: World, tmp_path: Path) -> None:
     _edited(world)
     night(world, tmp_path)
     assert breaks(world) == Counter({("SIGNATURE_INVALID", "NEW"): 1})
+
+
+def _records_missing_external(world: World) -> None:
+    import uuid
+
+    from ledger import Transfer
+    from merchant_api import chart
+
+    shop, card = shop_day(world)
+    payable = chart.payable_account(shop, operator=False).id  # type: ignore[arg-type]
+    world.post(Transfer.simple(uuid.uuid4(), card.purse, payable, 1_000, "card_debit"))  # type: ignore[attr-defined]
+    card.balance -= 1_000  # type: ignore[attr-defined]  # the card did spend it; no record came
+
+
+def _quarantined(world: World) -> None:
+    _, card = shop_day(world)
+    assert world.submit(card.debit(1_000, "POS-404", 1, world.seconds)) == ["terminal_unknown"]  # type: ignore[attr-defined]
+
+
+def _duplicate_ledger(world: World, reports: Path) -> None:
+    shop, card = shop_day(world)
+    other = world.card(10_000)
+    world.submit(card.debit(1_000, "POS-1", 7, world.seconds))  # type: ignore[attr-defined]
+    world.submit(other.debit(2_000, "POS-1", 7, world.seconds))
+    (reports / "r.csv").write_text(
+        "merchant_id,business_date,terminal_code,terminal_seq,amount\n"
+        f"{shop},{world.day},POS-1,,3000\n"
+    )
+
+
+def test_records_without_a_record_are_missing_in_external(world: World, tmp_path: Path) -> None:
+    _records_missing_external(world)
+    night(world, tmp_path)
+    assert breaks(world) == Counter({("MISSING_IN_EXTERNAL", "NEW"): 1})
+
+
+def test_a_record_edited_in_amount_disagrees_with_the_ledger(world: World, tmp_path: Path) -> None:
+    _, card = shop_day(world)
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    from merchant_api import schema
+
+    with world.engine.begin() as conn:
+        conn.execute(sa.update(schema.card_transactions).values(amount=900))
+    night(world, tmp_path)
+    # The edit breaks the certificate's MAC as well: both are true.
+    assert breaks(world) == Counter(
+        {("AMOUNT_MISMATCH", "NEW"): 1, ("SIGNATURE_INVALID", "NEW"): 1}
+    )
+
+
+def test_a_record_whose_transfer_is_missing(world: World, tmp_path: Path) -> None:
+    import uuid
+
+    from merchant_api import schema
+
+    _, card = shop_day(world)
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    with world.engine.begin() as conn:
+        conn.execute(sa.update(schema.card_transactions).values(transfer_id=uuid.uuid4()))
+    night(world, tmp_path)
+    # The real transfer has lost its record too: both sides are reported.
+    assert breaks(world) == Counter(
+        {("MISSING_IN_LEDGER", "NEW"): 1, ("MISSING_IN_EXTERNAL", "NEW"): 1}
+    )
+
+
+def test_quarantined_input(world: World, tmp_path: Path) -> None:
+    _quarantined(world)
+    night(world, tmp_path)
+    assert breaks(world) == Counter({("QUARANTINED_INPUT", "NEW"): 1})
+
+
+def test_duplicate_ledger(world: World, tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    _duplicate_ledger(world, reports)
+    night(world, tmp_path, merchant_reports=reports)
+    assert breaks(world) == Counter({("DUPLICATE_LEDGER", "NEW"): 1})
+
+
+def test_ledger_invariant_broken(world: World, tmp_path: Path) -> None:
+    _, card = shop_day(world)
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    with world.engine.begin() as conn:  # an edit behind the ledger's back (SQLite)
+        conn.exec_driver_sql("DROP TRIGGER trg_transfers_no_update")
+        conn.exec_driver_sql("UPDATE transfers SET metadata = '{\"edited\": 1}'")
+    result = night(world, tmp_path)
+    found = breaks(world)
+    assert set(found) == {("LEDGER_INVARIANT_BROKEN", "NEW")}
+    assert found[("LEDGER_INVARIANT_BROKEN", "NEW")] >= 2  # guard_missing, content_hash_mismatch
+    assert result.exit_code is ExitCode.BREAKS
+
+
+@both_backends
+def test_a_gate_seen_only_in_forwarded_certificates_is_missing_a_batch(
+    world: World, tmp_path: Path
+) -> None:
+    """A gate cut off from the network: another terminal forwards one of its certificates
+    (read from the card), with a sequence number past the gate's last batch."""
+    operator = world.merchant("KRL Commuter Line", kind="operator")
+    world.terminal(operator, "GATE-1", kind="gate")
+    world.batch("GATE-1", 1, 10)
+    card = world.card(50_000)
+    world.submit(card.debit(3_000, "GATE-1", 14, world.seconds), source="gate_batch")  # type: ignore[attr-defined]
+    night(world, tmp_path)
+    assert breaks(world) == Counter({("MISSING_BATCH", "NEW"): 1})
+    world.batch("GATE-1", 11, 14)  # the gate is back and uploads
+    night(world, tmp_path)
+    assert breaks(world) == Counter({("MISSING_BATCH", "AUTO_RESOLVED"): 1})

@@ -1,0 +1,214 @@
+"""`jakartaone demo`, start to end: the database, the API, the city, the cards, the day,
+then the night (`simulation.night`), with progress bars and a summary.
+
+The day replayed is the last closed business day in Jakarta (yesterday, WIB) unless one is
+given: the API runs with its business clock set to that day's evening (JAKARTAONE_CLOCK_
+OFFSET_SECONDS), so everything it accepts belongs to that day, while the nightly job that
+follows runs on the real clock, after the day has closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from card_reader.keys import SoftwareSam
+from simulation import incidents
+from simulation.city import City, onboard
+from simulation.day import HOUR, Day
+from simulation.http import Api
+from simulation.night import Night, run_night
+from simulation.pcsc_lane import PcscLane
+from simulation.people import SimClock, make_population
+from simulation.processes import ApiServer, RunSecrets, checked, child_environment, run_cli
+from simulation.tally import Tally
+
+WIB = timezone(timedelta(hours=7), "WIB")
+DAY_ENDS_S = 23 * HOUR
+SERVER_CLOCK_AT_S = 23 * HOUR  # the API's clock during the day: that evening (module doc)
+PCSC_SHARE = 50  # one tap in this many through real PC/SC, when available
+PCSC_MAX_TAPS = 400
+
+
+@dataclass(frozen=True)
+class Options:
+    cards: int = 20_000
+    seed: int = 7
+    out: Path = Path("demo-out")
+    database_url: str | None = None
+    day: date | None = None
+    threads: int = 16
+    workers: int | None = None
+    pcsc: bool = True
+
+
+@dataclass
+class Outcome:
+    cards: int
+    seed: int
+    day: date
+    database_url: str
+    tally: Tally
+    facts: incidents.Facts
+    night: Night | None
+    pcsc: str
+    phases: dict[str, float] = field(default_factory=dict)
+    merchants: int = 0
+    gates: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.phases.values())
+
+
+def last_closed_day() -> date:
+    return datetime.now(WIB).date() - timedelta(days=1)
+
+
+def midnight_wib(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=WIB).timestamp())
+
+
+class Phases:
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self._name = ""
+        self._started = 0.0
+
+    def start(self, name: str) -> None:
+        self.stop()
+        self._name, self._started = name, time.perf_counter()
+
+    def stop(self) -> None:
+        if self._name:
+            self.outcome.phases[self._name] = round(time.perf_counter() - self._started, 2)
+            self._name = ""
+
+
+def run(options: Options, console: Console) -> Outcome:
+    out = options.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    day_date = options.day or last_closed_day()
+    if options.database_url:
+        database_url = options.database_url
+    else:
+        db_path = out / "jakartaone.sqlite3"
+        for stale in out.glob("jakartaone.sqlite3*"):
+            stale.unlink()
+        database_url = f"sqlite:///{db_path}"
+    sqlite = database_url.startswith("sqlite")
+    workers = options.workers or (1 if sqlite else 2)
+    logging.basicConfig(filename=out / "demo.log", level=logging.INFO, force=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    rng = random.Random(options.seed)  # noqa: S311 - a reproducible population, not a secret
+    run_secrets = RunSecrets()
+    tally = Tally()
+    outcome = Outcome(
+        options.cards, options.seed, day_date, database_url, tally, incidents.Facts(), None, ""
+    )
+    phases = Phases(outcome)
+    start_s = midnight_wib(day_date)
+    offset = int(start_s + SERVER_CLOCK_AT_S - time.time())
+
+    console.print(f"[bold]JakartaOne demo[/]: {options.cards:,} cards, seed {options.seed}, "
+                  f"business day {day_date} (WIB)")  # fmt: skip
+    console.print(f"database: {database_url.split('@')[-1]}")
+    phases.start("migrate")
+    checked(run_cli(["db", "upgrade"], child_environment(database_url)), "jakartaone db upgrade")
+    phases.start("api start")
+    server = ApiServer(database_url, run_secrets, out / "api.log", workers, offset)
+    server.start()
+    console.print(f"API: `jakartaone serve` at {server.url} ({workers} worker(s)); "
+                  f"its clock is set to {day_date} 23:00 WIB for the day")  # fmt: skip
+    shm = Path("/dev/shm")  # noqa: S108 - the devices' journals, on tmpfs when there is one
+    device_root = Path(
+        tempfile.mkdtemp(prefix="jakartaone-demo-", dir=shm if shm.is_dir() else None)
+    )
+    lane = PcscLane()
+    issuer: Api | None = None
+    city: City | None = None
+    try:
+        issuer_key = server.issuer_key()
+        issuer = Api(server.url, issuer_key, pool=options.threads * 2)
+        clock = SimClock(start_s + 4 * HOUR)
+        sam = SoftwareSam(run_secrets.authentication_master)
+        riders = make_population(
+            options.cards, rng, run_secrets.authentication_master, run_secrets.back_office_keys
+        )
+        with _progress(console) as progress:
+            phases.start("onboarding")
+            merchants = max(40, options.cards // 100)
+            task = progress.add_task("onboarding operators, gates, merchants", total=None)
+            city = onboard(
+                issuer, server.url, rng, merchants, device_root, sam, clock, options.threads,
+                lambda n: progress.advance(task, n),
+            )  # fmt: skip
+            outcome.merchants, outcome.gates = len(city.shops), len(city.gates)
+            progress.update(task, total=progress.tasks[task].completed)
+
+            use_pcsc = options.pcsc and lane.start(riders[0].card)
+            outcome.pcsc = (
+                f"real PC/SC (pcscd + vpcd, reader {lane.reader!r}) for 1 tap in {PCSC_SHARE}"
+                if use_pcsc
+                else f"in-process transport only (no PC/SC: {lane.why_not or 'disabled'})"
+            )
+            day = Day(
+                start_s, city, riders, issuer, rng, clock, tally, options.threads,
+                lane.transports if use_pcsc else None, PCSC_SHARE if use_pcsc else 0,
+            )  # fmt: skip
+            phases.start("cards and first loads")
+            task = progress.add_task("issuing and loading cards", total=len(riders))
+            day.progress = lambda n: progress.advance(task, n)
+            day.issue_cards()
+            day.upload_round()
+
+            phases.start("the day")
+            outcome.facts = incidents.plant(
+                day, run_secrets.authentication_master, run_secrets.back_office_keys
+            )
+            day.schedule_riders()
+            task = progress.add_task("the day: taps, sales, uploads", total=len(day.events))
+            day.progress = lambda n: progress.advance(task, n)
+            day.run_until(DAY_ENDS_S)
+            lane.stop()
+            tally.requests = issuer.requests + sum(s.api.requests for s in city.shops if s.api)
+
+            phases.start("the night")
+            server.stop()
+            outcome.night = run_night(
+                day, server, run_secrets, issuer_key, out, day_date, outcome.facts, progress, rng
+            )
+        phases.stop()
+        return outcome
+    finally:
+        lane.stop()
+        server.stop()
+        if issuer is not None:
+            issuer.close()
+        if city is not None:
+            for device in city.devices():
+                device.journal.close()
+            for shop in city.shops:
+                if shop.api is not None:
+                    shop.api.close()
+        shutil.rmtree(device_root, ignore_errors=True)
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description:<40}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )

@@ -1,0 +1,41 @@
+"""What the day did, counted as it happens (the summary's numbers)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Tally:
+    taps: Counter[str] = field(default_factory=Counter)  # gate outcome code -> count
+    taps_pcsc: int = 0
+    fares_rupiah: int = 0
+    sales: int = 0
+    sales_rupiah: int = 0
+    sales_refused: Counter[str] = field(default_factory=Counter)
+    loads: Counter[str] = field(default_factory=Counter)  # channel -> count
+    loads_rupiah: int = 0
+    refunds: int = 0
+    refunds_rupiah: int = 0
+    uploads: Counter[str] = field(default_factory=Counter)  # outcome -> certificates
+    quarantined: Counter[str] = field(default_factory=Counter)  # reason -> certificates
+    batches: int = 0
+    requests: int = 0
+    upload_seconds: float = 0.0  # wall time of the upload rounds (HTTP, in parallel)
+    top_up_seconds: float = 0.0  # wall time of loads made during the day (HTTP, one by one)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def load(self, channel: str, amount: int) -> None:
+        with self._lock:
+            self.loads[channel] += 1
+            self.loads_rupiah += amount
+
+    @property
+    def tap_count(self) -> int:
+        return sum(self.taps.values())
+
+    @property
+    def rupiah_moved(self) -> int:
+        return self.fares_rupiah + self.sales_rupiah + self.loads_rupiah + self.refunds_rupiah
