@@ -12,7 +12,10 @@ The steps, in order (each one idempotent, so a second run of the same day change
 7. the checks: records vs ledger, cards, gates, merchants' reports, bank statements,
    settlements vs ledger;
 8. merge the findings into the breaks kept across nights;
-9. write the report (HTML and JSON) and finish the run with its exit code.
+9. with --export, the day's anonymized analytics release (reconciliation.export), its
+   outcome recorded in the report (a refused release is reported, not fatal: the books
+   were reconciled either way);
+10. write the report (HTML and JSON) and finish the run with its exit code.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ from merchant_api import schema as api
 from merchant_api.crypto import ApiSecrets
 from merchant_api.services.loads import resolve_load
 from merchant_api.wib import business_date, day_bounds_us, now_us
+from reconciliation.analytics.config import ReleaseConfig
+from reconciliation.analytics.errors import ReleaseError
+from reconciliation.export import export_day
 from reconciliation.nightly import cards, gates, merchants, records, settlement
 from reconciliation.nightly.breaks import Changes, persist, unsettled_count
 from reconciliation.nightly.extract import Scope, create_duck, extract
@@ -73,6 +79,8 @@ class NightlyConfig:
     memory_limit: str = "1GB"
     threads: int = 2
     progress: bool = True
+    export_dir: Path | None = None
+    release_key: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True)
@@ -198,10 +206,12 @@ def _run(
             unsettled_breaks=open_breaks,
             changes=_changes(changes),
         )
+        if config.export_dir is not None:
+            with phases.step("analytics export"):
+                summary["analytics"] = _export(engine, config)
         with phases.step("report"):
             report = _report_data(engine, day, summary, phases.seconds)
             write_reports(config.out_dir, day, report)
-        # The analytics export (issue 6) runs after the report, as the night's last step.
     finally:
         if progress is not None:
             progress.stop()
@@ -209,6 +219,20 @@ def _run(
     summary["phases"] = dict(phases.seconds)
     _finish(engine, run_id, status, exit_code, summary)
     return NightlyResult(run_id, exit_code, dict(phases.seconds), summary)
+
+
+def _export(engine: Engine, config: NightlyConfig) -> dict[str, Any]:
+    assert config.export_dir is not None
+    if config.release_key is None:
+        return {"status": "refused", "code": "key_missing"}
+    release_config = ReleaseConfig(duckdb_memory_limit=config.memory_limit)
+    try:
+        release = export_day(
+            engine, config.day, config.export_dir, config.release_key, release_config
+        )
+    except ReleaseError as exc:
+        return {"status": "refused", "code": str(exc.code), "detail": exc.message}
+    return {"status": "released", "out": str(release.out_dir), "sha256": release.sha256}
 
 
 def _reconcile(
