@@ -214,6 +214,7 @@ EXTRACTS = (
     Extract("quarantine", QUARANTINE_COLUMNS, *_both(_quarantine)),
     Extract("merchants", MERCHANT_COLUMNS, *_both(_merchants)),
 )
+SHARDED = ("tx", "cards")  # the tables whose rows carry their card's shard
 LEDGER_WINDOW_SLACK_US = 600 * 1_000_000  # the ledger's clock and the API's may straddle midnight
 
 
@@ -266,17 +267,21 @@ def extract(
         _scope_tables(raw, pg, day.isoformat(), scope)
         for spec in EXTRACTS:
             columns = ", ".join(f"{c.name} {c.duck}" for c in spec.columns)
-            duck.execute(f"CREATE OR REPLACE TABLE {spec.table} ({columns})")
+            sharded = spec.table in SHARDED
+            duck.execute(
+                f"CREATE OR REPLACE TABLE {spec.table} ({columns}"
+                + (", shard INTEGER)" if sharded else ")")
+            )
+            select = f"SELECT *, {_shard_of(shards)}" if sharded else "SELECT *"
             sql = (spec.pg if pg else spec.sqlite).format(**values)
             if pg:
-                counts[spec.table] = _copy_pg(raw, sql, duck, spec, spill_dir)
+                counts[spec.table] = _copy_pg(raw, sql, duck, spec, select, spill_dir)
             else:
-                counts[spec.table] = _copy_sqlite(raw, sql, duck, spec)
+                counts[spec.table] = _copy_sqlite(raw, sql, duck, spec, select)
             tick(spec.table)
         raw.rollback()
     finally:
         raw.close()
-    _add_shards(duck, shards)
     return counts
 
 
@@ -343,7 +348,12 @@ def _add_floor_zero(cur: Any, pg: bool, table: str, column: str, ids: list[Any])
 
 
 def _copy_pg(
-    raw: Any, sql: str, duck: duckdb.DuckDBPyConnection, spec: Extract, spill_dir: Path
+    raw: Any,
+    sql: str,
+    duck: duckdb.DuckDBPyConnection,
+    spec: Extract,
+    select: str,
+    spill_dir: Path,
 ) -> int:
     path = spill_dir / f"{spec.table}.csv"
     cur = raw.cursor()
@@ -356,7 +366,7 @@ def _copy_pg(
         return 0
     types = ", ".join(f"'{c.name}': '{c.duck}'" for c in spec.columns)
     duck.execute(
-        f"INSERT INTO {spec.table} SELECT * FROM read_csv(?, header = false,"
+        f"INSERT INTO {spec.table} {select} FROM read_csv(?, header = false,"
         f" columns = {{{types}}}, quote = '\"', escape = '\"')",
         [str(path)],
     )
@@ -365,7 +375,9 @@ def _copy_pg(
     return int(count)
 
 
-def _copy_sqlite(raw: Any, sql: str, duck: duckdb.DuckDBPyConnection, spec: Extract) -> int:
+def _copy_sqlite(
+    raw: Any, sql: str, duck: duckdb.DuckDBPyConnection, spec: Extract, select: str
+) -> int:
     cur = raw.cursor()
     cur.execute(sql)
     schema = pa.schema([(c.name, c.arrow) for c in spec.columns])
@@ -379,21 +391,16 @@ def _copy_sqlite(raw: Any, sql: str, duck: duckdb.DuckDBPyConnection, spec: Extr
             schema=schema,
         )
         duck.register("recon_chunk", chunk)
-        duck.execute(f"INSERT INTO {spec.table} SELECT * FROM recon_chunk")
+        duck.execute(f"INSERT INTO {spec.table} {select} FROM recon_chunk")
         duck.unregister("recon_chunk")
         total += len(rows)
     cur.close()
     return total
 
 
-def _add_shards(duck: duckdb.DuckDBPyConnection, shards: int) -> None:
+def _shard_of(shards: int) -> str:
     """Each card's shard: its id's last hex digit modulo `shards`."""
-    for table in ("tx", "cards"):
-        duck.execute(
-            f"ALTER TABLE {table} ADD COLUMN shard INTEGER;"
-            f" UPDATE {table} SET shard = (instr('{SHARD_DIGITS}', right(card_id, 1)) - 1)"
-            f" % {shards}"
-        )
+    return f"(instr('{SHARD_DIGITS}', right(card_id, 1)) - 1) % {shards} AS shard"
 
 
 def load_rows(

@@ -295,6 +295,10 @@ def _reconcile(
             gate_result.merge(gates.check_journeys(duck))
         with phases.step("merchant reports"):
             report_result = merchants.check_reports(duck, day, reports)
+            summary["merchant_report_rows"] = {
+                "matched_day": sum(r.business_date == day for r in reports),
+                "other_days_ignored": sum(r.business_date != day for r in reports),
+            }
         with phases.step("bank statements", total=len(entries) or None) as tick:
             bank_result = (
                 settlement.match_statements(engine, day, entries, tick)
