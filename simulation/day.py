@@ -252,9 +252,13 @@ class Day:
         if shop.load_agent and amount <= room:
             started = time.perf_counter()
             counter = rider.card.state.counter
-            self.load(
-                rider, shop, shop.api, "agent_cash", amount, f"topup-{rider.index}-{counter}", False
-            )
+            # Confirmed online at once: the agent's terminal is online for the cryptogram
+            # anyway, and a credit certificate that waited for the next batch could arrive
+            # after the card's later debits (forwarded by another shop uploading in the same
+            # round), which settle the load by card evidence and leave the credit
+            # quarantined as `credit_without_load`.
+            key = f"topup-{rider.index}-{counter}"
+            self.load(rider, shop, shop.api, "agent_cash", amount, key, True)
             self.tally.top_up_seconds += time.perf_counter() - started
 
     def issue_cards(self, batch_size: int = 500) -> None:
