@@ -31,6 +31,7 @@ from merchant_api.context import ApiContext
 from tests.api.cards import SimulatedCard
 from tests.api.conftest import Caller, World, make_context, make_key, onboard
 from tests.api.test_access import objects_of
+from tests.api.test_gate_batches import upload
 from tests.security.api import (
     PARAM,
     assert_problem,
@@ -411,18 +412,7 @@ def test_a_certificate_with_hostile_text_is_quarantined_not_a_crash(env: Env) ->
         answer = world.merchant.post("/v1/card-transactions", {**genuine, "terminal_id": terminal})
         assert_problem(answer, 422, "terminal_id_invalid")
         assert snapshot(ctx.engine) == before
-        batch_id = str(uuid.uuid4())
-        batch = world.merchant.post(
-            "/v1/gate-batches",
-            {
-                "batch_id": batch_id,
-                "terminal_id": "POS-1",
-                "first_terminal_seq": 1,
-                "last_terminal_seq": 1,
-                "certificates": [{**genuine, "terminal_id": terminal}],
-            },
-            key=batch_id,
-        )
+        batch = upload(world.merchant, "POS-1", [{**genuine, "terminal_id": terminal}])
         items = world.merchant.ok(batch)["items"]
         assert [(i["outcome"], i["reason"]) for i in items] == [
             ("quarantined", "terminal_id_invalid")

@@ -71,8 +71,11 @@ class Api:
         headers = {"Authorization": f"Bearer {self.key}"}
         return self._keep(self.http.get(path, params=params, headers=headers))
 
-    def post(self, path: str, body: Any) -> httpx.Response:
-        return self._keep(self.http.post(path, json=body, headers=headers(self.key)))
+    def post(self, path: str, body: Any, idempotency_key: str | None = None) -> httpx.Response:
+        sent = headers(self.key)
+        if idempotency_key is not None:
+            sent["Idempotency-Key"] = idempotency_key
+        return self._keep(self.http.post(path, json=body, headers=sent))
 
     def ok(self, answer: httpx.Response) -> Any:
         assert answer.status_code in (200, 201), answer.text
@@ -199,7 +202,10 @@ def test_no_secret_or_serial_leaks_from_a_full_flow(
         body: dict[str, Any] = {"serial": card.serial_hex, "registered": index == 0}
         if index == 0:
             body["holder_reference"] = "kyc-rahasia"
-        made = issuer.ok(issuer.post("/v1/cards", body))
+        # A careless client names the request by the serial: only its digest is kept.
+        made = issuer.ok(issuer.post("/v1/cards", body, f"issue-{card.serial_hex}"))
+        again = issuer.post("/v1/cards", body, f"issue-{card.serial_hex}")
+        assert again.headers.get("Idempotent-Replayed") == "true" and again.json() == made
         load = issuer.ok(
             issuer.post(
                 "/v1/loads",
