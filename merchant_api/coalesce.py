@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from merchant_api.auth import Principal
 from merchant_api.context import ApiContext
 from merchant_api.idempotency import ClaimRequest
+from merchant_api.observability import COALESCED
 from merchant_api.services import transactions
 from merchant_api.services.certificates import Submitted
 
@@ -96,6 +97,7 @@ class Coalescer:
             self._process(jobs)
 
     def _process(self, jobs: list[Job]) -> None:
+        COALESCED.observe(len(jobs))
         try:
             answers = transactions.submit_many(
                 self.ctx, [(job.principal, job.item, job.claim) for job in jobs]

@@ -5,6 +5,7 @@ certificate says (purse -> payable and fee revenue)."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -253,3 +254,6 @@ def test_the_idempotency_record_commits_with_the_transaction_it_answers(
     assert retry.headers["Content-Type"].startswith("application/problem+json")
     assert len(quarantined(ctx)) == 1
     assert balances(ctx, world, card_id)["card"] == 3_000
+    # Each went through the coalescer, which reports how many shared a transaction.
+    metrics = world.merchant.http.get("/metrics").text
+    assert re.search(r"^jakartaone_coalesced_submissions_count [1-9]", metrics, re.MULTILINE)
