@@ -44,6 +44,12 @@ from reconciliation.nightly.taxonomy import ExitCode
     help="Also write the day's anonymized analytics release here, as `jakartaone export`"
     " does (needs JAKARTAONE_RELEASE_KEY; the directory must be empty).",
 )
+@click.option(
+    "--full-verify",
+    is_flag=True,
+    help="Re-hash every transfer ever made, not only those sealed since the last night"
+    " whose proof passed (run it weekly).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bars on stderr.")
 @click.pass_context
 def nightly(
@@ -56,6 +62,7 @@ def nightly(
     memory_limit: str,
     threads: int,
     export_dir: Path | None,
+    full_verify: bool,
     no_progress: bool,
 ) -> None:
     """Reconcile and settle business day DATE; write the report to OUT.
@@ -73,6 +80,7 @@ def nightly(
         threads=threads,
         progress=not no_progress,
         export_dir=export_dir,
+        full_verify=full_verify,
         release_key=release_key(settings) if export_dir is not None else None,
     )
     try:

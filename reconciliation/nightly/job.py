@@ -80,6 +80,7 @@ class NightlyConfig:
     threads: int = 2
     progress: bool = True
     export_dir: Path | None = None
+    full_verify: bool = False
     release_key: bytes | None = field(default=None, repr=False)
 
 
@@ -274,7 +275,7 @@ def _reconcile(
             summary["payout_total"] = payout_total
         # After the last transfer of the night is posted: seal, then prove the ledger.
         ledger_future = background.submit(
-            _timed, phases, "seal and verify ledger", engine, ledger, bounds
+            _timed, phases, "seal and verify ledger", engine, ledger, bounds, config.full_verify
         )
         with phases.step("records vs ledger"):
             records_result = records.check_records(
@@ -321,10 +322,15 @@ def _reconcile(
 
 
 def _timed(
-    phases: Phases, name: str, engine: Engine, ledger: Ledger, bounds: tuple[int, int]
+    phases: Phases,
+    name: str,
+    engine: Engine,
+    ledger: Ledger,
+    bounds: tuple[int, int],
+    full_verify: bool,
 ) -> tuple[CheckResult, dict[str, Any]]:
     with phases.step(name):
-        return _ledger_checks(engine, ledger, bounds)
+        return _ledger_checks(engine, ledger, bounds, full_verify)
 
 
 def _line(line: Any) -> dict[str, Any]:
@@ -384,12 +390,18 @@ def _apply_load_decisions(duck: Any, decisions: Sequence[cards.LoadDecision]) ->
 
 
 def _ledger_checks(
-    engine: Engine, ledger: Ledger, bounds: tuple[int, int]
+    engine: Engine, ledger: Ledger, bounds: tuple[int, int], full_verify: bool
 ) -> tuple[CheckResult, dict[str, Any]]:
     """Seal what is committed, then prove every ledger invariant and that the day is sealed.
 
     A writer's transaction left open on PostgreSQL postpones sealing (ledger.journal); the
-    day is then reported DAY_NOT_SEALED, and the next night's seal covers it."""
+    day is then reported DAY_NOT_SEALED, and the next night's seal covers it.
+
+    Re-hashing every transfer ever made is the costly part of the proof and grows without
+    end, so a night re-hashes only what was sealed after the last night whose proof passed
+    (ledger.verify's incremental form; every block root and the chain are still checked).
+    `full_verify` (`--full-verify`, e.g. weekly, and `jakartaone ledger verify`) re-hashes
+    everything."""
     result = CheckResult(Source.LEDGER)
     result.examined.add("ledger")
     try:
@@ -400,7 +412,8 @@ def _ledger_checks(
     else:
         postponed = ""
     head: Block | None = ledger.head()
-    report = run_read(engine, verify)
+    mark = 0 if full_verify else run_read(engine, _verified_through)
+    report = run_read(engine, lambda conn: verify(conn, rehash_after_seq=mark))
     for violation in report.violations:
         result.findings.append(
             Finding(
@@ -437,8 +450,28 @@ def _ledger_checks(
         "head_hash": head.block_hash.hex() if head else None,
         "transfers": report.transfers,
         "unsealed": report.unsealed,
+        "rehashed_after_seq": mark,
+        "verified": report.ok,
     }
     return result, seal
+
+
+def _verified_through(conn: sa.Connection) -> int:
+    """The seal's last seq of the latest night whose ledger proof passed, or 0."""
+    rows = conn.execute(
+        sa.select(recon_runs.c.summary)
+        .where(recon_runs.c.status.in_(("agreed", "breaks")))
+        .order_by(recon_runs.c.seq.desc())
+        .limit(30)
+    ).scalars()
+    for text in rows:
+        try:
+            seal = json.loads(text).get("seal") or {}
+        except ValueError:
+            continue
+        if seal.get("verified") and isinstance(seal.get("last_seq"), int):
+            return int(seal["last_seq"])
+    return 0
 
 
 def _recorded_elsewhere(engine: Engine, transfer_ids: list[str]) -> set[str]:

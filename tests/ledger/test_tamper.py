@@ -193,3 +193,41 @@ def test_bound_is_enforced_by_the_database(engine: Engine, journal: list[uuid.UU
 def _param(engine: Engine, value: uuid.UUID) -> object:
     """A UUID as the raw column holds it (SQLite stores 32 hex characters)."""
     return value.hex if engine.dialect.name == "sqlite" else value
+
+
+@both_backends
+def test_incremental_verification_rehashes_only_after_its_mark(
+    engine: Engine, journal: list[uuid.UUID]
+) -> None:
+    """The nightly form (rehash_after_seq) proves the same of an untouched journal, still
+    sees a changed hash anywhere through the block roots, and re-hashes the content of only
+    the newer transfers: an older content edit is left to the full form, as documented."""
+    full = run_read(engine, verify)
+    mark = full.sealed_through
+    assert mark > 0
+    assert run_read(engine, lambda conn: verify(conn, rehash_after_seq=mark)) == full
+
+    def incremental() -> set[Check]:
+        report = run_read(engine, lambda conn: verify(conn, rehash_after_seq=mark))
+        return {v.check for v in report.violations}
+
+    with engine.begin() as conn:
+        _drop_guards(conn)
+        conn.execute(
+            sa.text("UPDATE transfers SET kind = 'refund' WHERE id = :t"),
+            {"t": _param(engine, journal[1])},
+        )
+    assert Check.CONTENT_HASH_MISMATCH in _checks(engine)
+    assert incremental() == {Check.GUARD_MISSING}
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE postings SET amount = amount * 2 WHERE transfer_id = :t"),
+            {"t": _param(engine, journal[3])},
+        )
+    assert Check.CONTENT_HASH_MISMATCH in incremental()
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE transfers SET content_hash = :h WHERE id = :t"),
+            {"h": bytes(32), "t": _param(engine, journal[2])},
+        )
+    assert Check.BLOCK_ROOT_MISMATCH in incremental()
