@@ -23,8 +23,9 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# Two workers for two cores; tests that need the machine's one pcscd share a worker.
 pytest: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadgroup
 
 # Re-pin every dependency after changing pyproject.toml: resolves in a scratch venv.
 lock:

@@ -38,9 +38,9 @@ from merchant_api import chart
 from merchant_api.crypto import ApiSecrets
 from merchant_api.wib import business_date, day_bounds_us, now_us
 from reconciliation.nightly import records
-from reconciliation.nightly.cards import _CHAIN
+from reconciliation.nightly.cards import _CHAIN, SERIAL_PURPOSE
 from reconciliation.nightly.extract import Scope, create_duck, extract
-from reconciliation.nightly.job import SERIAL_PURPOSE, NightlyConfig, run_nightly
+from reconciliation.nightly.job import NightlyConfig, run_nightly
 
 KEYS = BackOfficeKeys.from_hex("11" * 16, "22" * 16)
 SECRETS = ApiSecrets.from_root(b"\x05" * 32)
@@ -110,7 +110,7 @@ def measure_ceiling(engine: Any, day: dt.date) -> float:
             duck,
             day,
             day_bounds_us(day),
-            Scope(frozenset(), frozenset()),
+            Scope(frozenset(), frozenset(), frozenset()),
             Path(spill),
             1,
             lambda *_: None,

@@ -1,19 +1,50 @@
-"""The `jakartaone` command line: a thin root that wires settings to each package's commands."""
+"""The `jakartaone` command line: a thin root that wires settings to each package's commands.
+
+Each command is imported only when it is run (or listed by --help): `jakartaone db
+upgrade` does not load the HTTP server, DuckDB and the analytics stack, so every command
+starts in the time its own work needs (the demo starts about ten of them).
+"""
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from card_reader.cli import card, gate, keys, terminal
-from jakartaone.demo import demo
-from jakartaone.export_command import export
-from jakartaone.ledger_commands import db, ledger
 from jakartaone.settings import SettingsError, load_settings
-from merchant_api.cli import api_keys, serve
-from reconciliation.nightly.cli import nightly
+
+COMMANDS = {
+    "api-keys": "merchant_api.cli:api_keys",
+    "card": "card_reader.cli:card",
+    "db": "jakartaone.ledger_commands:db",
+    "demo": "jakartaone.demo:demo",
+    "export": "jakartaone.export_command:export",
+    "gate": "card_reader.cli:gate",
+    "keys": "card_reader.cli:keys",
+    "ledger": "jakartaone.ledger_commands:ledger",
+    "nightly": "reconciliation.nightly.cli:nightly",
+    "serve": "merchant_api.cli:serve",
+    "terminal": "card_reader.cli:terminal",
+}
 
 
-@click.group()
+class LazyGroup(click.Group):
+    """A group whose commands are imported by name, on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attribute = target.split(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup)
 @click.option(
     "--database-url",
     envvar="JAKARTAONE_DATABASE_URL",
@@ -27,19 +58,6 @@ def main(ctx: click.Context, database_url: str | None) -> None:
         ctx.obj = load_settings(**({"database_url": database_url} if database_url else {}))
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
-
-
-main.add_command(db)
-main.add_command(demo)
-main.add_command(export)
-main.add_command(ledger)
-main.add_command(serve)
-main.add_command(api_keys)
-main.add_command(keys)
-main.add_command(card)
-main.add_command(gate)
-main.add_command(terminal)
-main.add_command(nightly)
 
 
 if __name__ == "__main__":

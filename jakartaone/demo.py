@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from simulation.run import Options, run
+from simulation.run import DemoError, Options, run
 from simulation.summary import print_summary, results
 
 
@@ -43,7 +43,10 @@ def demo(
         threads=threads,
         pcsc=not no_pcsc,
     )
-    outcome = run(options, console)
+    try:
+        outcome = run(options, console)
+    except DemoError as exc:
+        raise click.ClickException(str(exc)) from None
     print_summary(outcome, console)
     summary = out / "summary.json"
     summary.write_text(json.dumps(results(outcome), indent=2, sort_keys=True, default=str))

@@ -112,6 +112,10 @@ def export(
     Reads the ledger database (JAKARTAONE_DATABASE_URL) and writes a Frictionless data
     package, CSV, Parquet and an offline HTML report into --out. The release key comes
     from JAKARTAONE_RELEASE_KEY.
+
+    Exit codes: 0 written; 2 bad options; 3 release key missing or unusable; 4 --out not
+    empty; 5 the day is not sealed yet (jakartaone ledger seal); 6 a stored record the
+    release cannot read; 7 the database cannot be read.
     """
     settings = ctx.find_object(Settings) or Settings()
     if epsilon is not None and not dp:

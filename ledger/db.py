@@ -43,8 +43,42 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return _sqlite_engine(url, **kwargs)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    kwargs.setdefault("pool_pre_ping", True)
-    return sa.create_engine(url, **kwargs)
+    ping_idle = "pool_pre_ping" not in kwargs
+    engine = sa.create_engine(url, **kwargs)
+    if ping_idle:
+        _ping_idle_connections(engine)
+    return engine
+
+
+# A pooled connection unused for longer than this is pinged before it is handed out.
+IDLE_PING_S = 1.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Check a pooled connection with a round trip only when it has sat idle.
+
+    A connection dropped while idle (a database restart, a failover, a firewall's timeout)
+    is found here and replaced before any work runs on it. Pinging every checkout, as
+    `pool_pre_ping` does, costs one more round trip per transaction on a busy server,
+    where connections are returned and taken again within milliseconds; should such a
+    connection die, the work notices on its first statement, and `run_write` runs it
+    again on a fresh connection (reads fail once, and the API answers 503 with
+    Retry-After)."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards this connection and hands out a new one.
+            raise sa.exc.DisconnectionError("idle connection lost") from exc
 
 
 def _sqlite_engine(url: str, **kwargs: Any) -> Engine:

@@ -17,13 +17,16 @@ Guarantees (the same as one at a time):
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from merchant_api.auth import Principal
 from merchant_api.context import ApiContext
 from merchant_api.idempotency import ClaimRequest
+from merchant_api.observability import COALESCED
 from merchant_api.services import transactions
 from merchant_api.services.certificates import Submitted
 
@@ -37,9 +40,9 @@ class Job:
     principal: Principal
     item: Submitted
     claim: ClaimRequest | None  # its Idempotency-Key, claimed in the transaction
-    done: threading.Event = field(default_factory=threading.Event)
     answer: transactions.Answer | None = None
     error: BaseException | None = None
+    finished: Callable[[], object] | None = None  # wakes the waiting request
 
 
 class Coalescer:
@@ -49,10 +52,15 @@ class Coalescer:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, job: Job) -> transactions.Answer:
+    async def submit(self, job: Job) -> transactions.Answer:
+        """Queue `job` and wait for its answer without holding a thread: the request
+        waits on the event loop, and the coalescer's thread wakes it."""
         self._ensure_running()
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+        job.finished = lambda: loop.call_soon_threadsafe(_wake, woken)
         self._queue.put(job)
-        job.done.wait()
+        await woken
         if job.error is not None:
             raise job.error
         assert job.answer is not None
@@ -89,6 +97,7 @@ class Coalescer:
             self._process(jobs)
 
     def _process(self, jobs: list[Job]) -> None:
+        COALESCED.observe(len(jobs))
         try:
             answers = transactions.submit_many(
                 self.ctx, [(job.principal, job.item, job.claim) for job in jobs]
@@ -100,4 +109,10 @@ class Coalescer:
                 job.error = exc
         finally:
             for job in jobs:
-                job.done.set()
+                if job.finished is not None:
+                    job.finished()
+
+
+def _wake(woken: asyncio.Future[None]) -> None:
+    if not woken.done():  # a request whose client went away was cancelled meanwhile
+        woken.set_result(None)

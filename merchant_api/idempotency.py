@@ -46,6 +46,13 @@ def valid_key(key: str) -> bool:
     return 1 <= len(key) <= MAX_KEY_LENGTH and all(33 <= ord(ch) <= 126 for ch in key)
 
 
+def stored_key(key: str) -> str:
+    """What the database keeps of an Idempotency-Key: its SHA-256 in hex. A client may put
+    anything in a key (an order number, even a card serial); only its digest is stored.
+    Objects a POST creates still take ids derived from the key itself."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def request_digest(method: str, path: str, query: bytes, body: bytes) -> bytes:
     h = hashlib.sha256()
     for part in (method.encode(), path.encode(), query, body):

@@ -276,7 +276,8 @@ class IdempotencyMiddleware:
         digest = idempotency.request_digest(
             _method(scope), scope["path"], scope.get("query_string", b""), body
         )
-        wanted = idempotency.ClaimRequest(principal.api_key_id, key, digest)
+        stored = idempotency.stored_key(key)
+        wanted = idempotency.ClaimRequest(principal.api_key_id, stored, digest)
         state = scope["state"]
         state[IDEMPOTENCY_KEY] = key
         if scope["route_handler"].opt.get("claims_in_transaction"):
@@ -288,7 +289,7 @@ class IdempotencyMiddleware:
                 request = Request[Any, Any, Any](scope, receive)
                 await answer.to_asgi_response(app=None, request=request)(scope, receive, send)
                 return
-            state[IDEMPOTENCY_CLAIM] = (principal.api_key_id, key, outcome.claim)
+            state[IDEMPOTENCY_CLAIM] = (principal.api_key_id, stored, outcome.claim)
         messages: list[Message] = []
 
         async def buffered_send(message: Message) -> None:
@@ -299,7 +300,7 @@ class IdempotencyMiddleware:
         except BaseException:
             if IDEMPOTENCY_CLAIM in state:
                 await _quietly(
-                    idempotency.release, ctx, principal, key, state[IDEMPOTENCY_CLAIM][2]
+                    idempotency.release, ctx, principal, stored, state[IDEMPOTENCY_CLAIM][2]
                 )
             raise
         status = next((m["status"] for m in messages if m["type"] == "http.response.start"), 500)
@@ -311,9 +312,9 @@ class IdempotencyMiddleware:
                 m.get("body", b"") for m in messages if m["type"] == "http.response.body"
             )
             response = _redacted(response, scope["route_handler"].opt.get("redact", ()))
-            await _quietly(idempotency.complete, ctx, principal, key, claim[2], status, response)
+            await _quietly(idempotency.complete, ctx, principal, stored, claim[2], status, response)
         else:
-            await _quietly(idempotency.release, ctx, principal, key, claim[2])
+            await _quietly(idempotency.release, ctx, principal, stored, claim[2])
         for message in messages:
             await send(message)
 

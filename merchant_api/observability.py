@@ -35,6 +35,11 @@ LATENCY = Histogram(
 CERTIFICATES = Counter(
     "jakartaone_certificates_total", "Card certificates by outcome", ["outcome", "reason"]
 )
+COALESCED = Histogram(
+    "jakartaone_coalesced_submissions",
+    "Single card-transaction submissions per coalesced database transaction",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 WEBHOOKS = Counter("jakartaone_webhook_deliveries_total", "Webhook delivery attempts", ["result"])
 DATABASE_UNAVAILABLE = Counter(
     "jakartaone_database_unavailable_total", "Requests answered 503 because the database was down"

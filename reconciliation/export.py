@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import duckdb
 from sqlalchemy.engine import Connection, Engine
 
 from ledger import run_read
@@ -41,8 +42,14 @@ def export_day(
 
     def work(conn: Connection) -> ReleaseSummary:
         seal, as_of_seq = day_seal(conn, day)
-        events = events_reader(conn, day, config.network)
-        cards = cards_reader(conn, day, as_of_seq)
-        return run_release(day, events, cards, seal, out_dir, key, config)
+        failures: list[Exception] = []
+        events = events_reader(conn, day, config.network, failures)
+        cards = cards_reader(conn, day, as_of_seq, failures)
+        try:
+            return run_release(day, events, cards, seal, out_dir, key, config)
+        except duckdb.Error:
+            if failures:  # the reader's own error, not DuckDB's wrapping of it
+                raise failures[0] from None
+            raise
 
     return run_read(engine, work)

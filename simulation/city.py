@@ -20,8 +20,16 @@ from card_reader.journal import Journal
 from card_reader.keys import Sam
 from card_reader.terminal import Gate, MerchantTerminal
 from card_reader.uploader import Uploader
-from simulation.geography import CATEGORIES, KOTA, OPERATORS, STATION_KECAMATAN, Category
+from simulation.geography import (
+    CATEGORIES,
+    KECAMATAN,
+    KOTA_POPULATION,
+    OPERATORS,
+    STATION_PLACE,
+    Category,
+)
 from simulation.http import Api, parallel
+from simulation.tally import CountingClient, Tally
 
 Clock = Callable[[], float]
 # Gate codes: operator, station code, I (tap-in), O (tap-out) or V (validator), number.
@@ -38,6 +46,7 @@ class Device:
     journal: Journal
     uploader: Uploader
     online: bool = True
+    uploaded_at: int = 0  # simulated time of its last upload
 
 
 @dataclass
@@ -93,13 +102,12 @@ def _merchant_body(
 
 
 def _device(
-    root: Path, code: str, owner_id: str, base_url: str, key: str, clock: Clock
+    root: Path, code: str, client: BackOfficeClient
 ) -> tuple[Journal, HotlistStore, Uploader]:
     directory = root / code
     journal = Journal(directory, code)
     hotlist = HotlistStore(directory)
-    uploader = Uploader(journal, BackOfficeClient(base_url, key, timeout=120), hotlist)
-    return journal, hotlist, uploader
+    return journal, hotlist, Uploader(journal, client, hotlist)
 
 
 def onboard(
@@ -110,6 +118,7 @@ def onboard(
     device_root: Path,
     sam: Sam,
     clock: Clock,
+    tally: Tally,
     threads: int,
     progress: Callable[[int], None],
 ) -> City:
@@ -142,11 +151,11 @@ def onboard(
                 for mode in modes:
                     code = f"{operator.code}-{station.code}-{_MODE_LETTER[mode]}1"
                     journal, hotlist, uploader = _device(
-                        device_root, code, answer["id"], base_url, key, clock
+                        device_root, code, CountingClient(base_url, key, tally)
                     )
                     gate = Gate(code, line, station, mode, sam, journal, hotlist, clock)
                     city.gates[(line.name, station.code, mode)] = GateDevice(
-                        code, answer["id"], journal, uploader, True, gate, line, station
+                        code, answer["id"], journal, uploader, gate=gate, line=line, station=station
                     )
 
     def post_gate(device: GateDevice) -> None:
@@ -165,18 +174,17 @@ def onboard(
 
     parallel(post_gate, list(city.gates.values()), threads, progress)
 
-    kota_names = list(KOTA)
-    weights = [KOTA[k][0] for k in kota_names]
-    station_kecamatan = sorted(set(STATION_KECAMATAN.values()))
+    kota_names = list(KOTA_POPULATION)
+    weights = list(KOTA_POPULATION.values())
+    station_places = sorted({p for p in STATION_PLACE.values() if p[0] in KECAMATAN})
     plans = []
     for index in range(merchants):
         category = rng.choices(CATEGORIES, [c.share for c in CATEGORIES])[0]
         if rng.random() < 0.35:  # shops cluster around stations (assumption)
-            kecamatan = rng.choice(station_kecamatan)
+            kota, kecamatan = rng.choice(station_places)
         else:
             kota = rng.choices(kota_names, weights)[0]
-            kecamatan = rng.choice(KOTA[kota][1])
-        kota = next(k for k, (_, names) in KOTA.items() if kecamatan in names)
+            kecamatan = rng.choice(KECAMATAN[kota])
         agent = category.mcc == "5499" and rng.random() < 0.5
         name = f"{category.label} {kecamatan} {index + 1}"
         payout = f"{rng.randrange(10**9, 10**10)}"
@@ -203,7 +211,9 @@ def onboard(
             f"terminal-{code}",
         )
         shop.api = Api(base_url, key, pool=4)
-        journal, hotlist, uploader = _device(device_root, code, shop.id, base_url, key, clock)
+        journal, hotlist, uploader = _device(
+            device_root, code, CountingClient(base_url, key, tally)
+        )
         shop.device = Device(code, shop.id, journal, uploader)
         shop.terminal = MerchantTerminal(code, sam, journal, hotlist, clock)
         return shop

@@ -18,10 +18,8 @@ from functools import partial
 from typing import Any
 
 from card_reader.apdu import Ins
-from card_reader.backoffice import BackOfficeClient, ItemOutcome
 from card_reader.certificate import Certificate, serial_hash
 from card_reader.fares import GateMode
-from card_reader.journal import Batch
 from card_reader.terminal import TapResult
 from card_reader.transport import ApduChannel, Transport
 from simulation.city import City, Device, GateDevice, Shop
@@ -30,31 +28,15 @@ from simulation.people import Leg, Rider, SimClock
 from simulation.tally import Tally
 
 HOUR = 3600
-UPLOAD_EVERY_S = HOUR
+UPLOAD_EVERY_S = HOUR  # a round: the loaders send, the others when due (`upload_round`)
+UPLOAD_WHEN_PENDING = 200
+UPLOAD_AT_LEAST_EVERY_S = 3 * HOUR
 FIRST_SERVICE_S = 5 * HOUR  # the first train and bus: 05:00 WIB
 REFUND_SHARE = 0.004
 TOP_UP_BELOW = 15_000
 AGENT_FIRST_LOAD_SHARE = 0.15  # cards sold empty, first loaded with cash at an agent
+PCSC_MAX_TAPS = 1_000  # through real PC/SC at most (each costs a few milliseconds)
 Event = tuple[int, int, Callable[[], object]]
-
-
-class CountingClient(BackOfficeClient):
-    """The gate's own HTTP client, with every certificate's outcome counted for the
-    summary (the uploader itself only logs them)."""
-
-    def __init__(self, inner: BackOfficeClient, tally: Tally) -> None:
-        super().__init__(inner.base_url, inner._api_key, inner.timeout)
-        self.tally = tally
-
-    def post_batch(self, batch: Batch) -> list[ItemOutcome]:
-        items = super().post_batch(batch)
-        with self.tally._lock:
-            self.tally.batches += 1
-            for item in items:
-                self.tally.uploads[item.outcome] += 1
-                if item.outcome == "quarantined":
-                    self.tally.quarantined[item.reason or "unknown"] += 1
-        return items
 
 
 @dataclass
@@ -84,11 +66,7 @@ class Day:
     sales_by_shop: dict[str, list[Certificate]] = field(default_factory=dict)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
     refresh_hotlists: bool = False
-
-    def __post_init__(self) -> None:
-        for device in self.city.devices():
-            client = device.uploader.client
-            device.uploader.client = CountingClient(client, self.tally)
+    _agents: dict[str, list[Shop]] = field(default_factory=dict)  # by kecamatan; "" all
 
     # Scheduling ---------------------------------------------------------------------------
 
@@ -161,13 +139,14 @@ class Day:
             action()
             self.progress(1)
         self.clock.now = end
-        self.upload_round()
+        self.upload_round(final=True)
 
     def _channel(self, rider: Rider) -> tuple[ApduChannel, bool]:
         if (
             self.pcsc is not None
             and self.pcsc_every
             and self.tally.tap_count % self.pcsc_every == 0
+            and self.tally.taps_pcsc < PCSC_MAX_TAPS
         ):
             transport = self.pcsc(rider)
             if transport is not None:
@@ -256,9 +235,14 @@ class Day:
         return result
 
     def agent_for(self, rider: Rider) -> Shop:
-        agents = [s for s in self.city.shops if s.load_agent] or self.city.shops[:1]
-        near = [s for s in agents if s.kecamatan == rider.kecamatan]
-        return (near or agents)[rider.index % len(near or agents)]
+        """The load agent near the holder's home (any agent if none is near)."""
+        if not self._agents:
+            agents = [s for s in self.city.shops if s.load_agent] or self.city.shops[:1]
+            self._agents[""] = agents
+            for shop in agents:
+                self._agents.setdefault(shop.kecamatan, []).append(shop)
+        choices = self._agents.get(rider.kecamatan) or self._agents[""]
+        return choices[rider.index % len(choices)]
 
     def top_up_at_agent(self, rider: Rider, at_least: int = 0) -> None:
         shop = self.agent_for(rider)
@@ -268,9 +252,13 @@ class Day:
         if shop.load_agent and amount <= room:
             started = time.perf_counter()
             counter = rider.card.state.counter
-            self.load(
-                rider, shop, shop.api, "agent_cash", amount, f"topup-{rider.index}-{counter}", False
-            )
+            # Confirmed online at once: the agent's terminal is online for the cryptogram
+            # anyway, and a credit certificate that waited for the next batch could arrive
+            # after the card's later debits (forwarded by another shop uploading in the same
+            # round), which settle the load by card evidence and leave the credit
+            # quarantined as `credit_without_load`.
+            key = f"topup-{rider.index}-{counter}"
+            self.load(rider, shop, shop.api, "agent_cash", amount, key, True)
             self.tally.top_up_seconds += time.perf_counter() - started
 
     def issue_cards(self, batch_size: int = 500) -> None:
@@ -325,36 +313,61 @@ class Day:
 
     # Uploads and refunds ------------------------------------------------------------------
 
-    def upload_round(self) -> None:
-        """Every online device sends its journal: the terminals that load cards first (the
-        service desk, the agents), then the other shops, then the gates, so that a load's
-        credit certificate arrives before the card's later debits, which would otherwise
-        settle the load by card evidence first and leave the credit quarantined
-        (`credit_without_load`)."""
+    def upload_round(self, final: bool = False) -> None:
+        """The online devices send their journals: the terminals that load cards every
+        round and first (the service desk, the agents), then the other shops, then the
+        gates, so that a load's credit certificate arrives before the card's later debits,
+        which would otherwise settle the load by card evidence first and leave the credit
+        quarantined (`credit_without_load`). The others send when they hold a batch's
+        worth or have not sent for three hours (and all at the end of the day)."""
         started = time.perf_counter()
-        devices = [d for d in self.city.devices() if d.online and d.journal.stats().pending]
+        now = int(self.clock())
         loaders = {s.device.code for s in self.city.shops if s.load_agent and s.device}
         if self.city.service_desk and self.city.service_desk.device:
             loaders.add(self.city.service_desk.device.code)
+
+        def due(device: Device) -> bool:
+            pending = device.journal.stats().pending
+            return (
+                device.online
+                and pending > 0
+                and (
+                    final
+                    or device.code in loaders
+                    or pending >= UPLOAD_WHEN_PENDING
+                    or now - device.uploaded_at >= UPLOAD_AT_LEAST_EVERY_S
+                )
+            )
+
+        devices = [d for d in self.city.devices() if due(d)]
         for wave in (
             [d for d in devices if d.code in loaders],
             [d for d in devices if d.code not in loaders and not isinstance(d, GateDevice)],
             [d for d in devices if isinstance(d, GateDevice)],
         ):
-            parallel(_upload, wave, self.threads)
+            parallel(upload, wave, self.threads)
+        for device in devices:
+            device.uploaded_at = now
         if self.refresh_hotlists:
             parallel(lambda d: d.uploader.refresh_hotlist(), list(self.city.gates.values()),
                      self.threads)  # fmt: skip
             self.refresh_hotlists = False
         self._refunds()
+        # The refunds' card credits were just loaded at the service desk: send them too.
+        desk = self.city.service_desk.device if self.city.service_desk else None
+        if desk is not None and desk.journal.stats().pending:
+            upload(desk)
         self.tally.upload_seconds += time.perf_counter() - started
 
     def _refunds(self) -> None:
         """Merchants refund some of the sales their terminals have uploaded."""
-        ready = [
-            s for s in self.sales if s.shop.device and s.shop.device.journal.stats().pending == 0
-        ]
-        self.sales = [s for s in self.sales if s not in ready]
+        waiting: list[Sale] = []
+        ready: list[Sale] = []
+        for sale in self.sales:
+            device = sale.shop.device
+            uploaded = device is not None and device.journal.stats().pending == 0
+            (ready if uploaded else waiting).append(sale)
+        self.sales = waiting
         for sale in ready:
             api = sale.shop.api
             assert api is not None
@@ -383,8 +396,14 @@ class Day:
                   card_credit_id=credit_id)  # fmt: skip
 
 
-def _upload(device: Device) -> None:
-    device.uploader.upload_pending()
+def upload(device: Device, attempts: int = 6) -> None:
+    """The device's journal, all of it: a failed attempt (a timeout, a 503) is retried
+    after a pause, as the uploader's own loop would after its backoff."""
+    for attempt in range(attempts):
+        if device.uploader.upload_pending().complete:
+            return
+        time.sleep(0.5 * (attempt + 1))
+    raise RuntimeError(f"{device.code}: the journal could not be delivered")
 
 
 def card_ref(rider: Rider) -> str:

@@ -1,13 +1,13 @@
 """Jakarta as the demo knows it: kota and kecamatan, who runs which line, where each station
 is, and what people buy (shared/domain-facts.md).
 
-Real: the five kota administrasi and Kepulauan Seribu with their 44 kecamatan, the 2020
-census population of each kota, the lines and stations (`card_reader.fares.LINES`), the
-operators, ISO 18245 merchant category codes.
+Real: the five kota administrasi and Kepulauan Seribu with their 44 kecamatan and where
+each station stands (the analytics' reference data, `reconciliation.analytics.geography`,
+so that the demo's city and the published tables agree), the 2020 census population of
+each kota, the lines and stations (`card_reader.fares.LINES`), the operators, ISO 18245
+merchant category codes.
 
 Approximations, labelled as such:
-- Each station's kecamatan is the one it stands in or beside (Depok and Bogor lie outside
-  DKI Jakarta and are placed in the Jakarta kecamatan their riders mostly come from).
 - Within a kota, people and merchants are spread evenly over its kecamatan.
 - The category mix of merchants, ticket sizes and operators' fees (MDR) are JakartaOne's
   assumptions for a plausible city, not published statistics.
@@ -17,71 +17,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Kota -> (2020 census population, its kecamatan). Sum: 10,562,088 (DKI Jakarta, SP2020).
-KOTA: dict[str, tuple[int, tuple[str, ...]]] = {
-    "Jakarta Pusat": (
-        1_056_896,
-        (
-            "Gambir",
-            "Sawah Besar",
-            "Kemayoran",
-            "Senen",
-            "Cempaka Putih",
-            "Menteng",
-            "Tanah Abang",
-            "Johar Baru",
-        ),
-    ),
-    "Jakarta Utara": (
-        1_778_981,
-        ("Penjaringan", "Pademangan", "Tanjung Priok", "Koja", "Kelapa Gading", "Cilincing"),
-    ),
-    "Jakarta Barat": (
-        2_434_511,
-        (
-            "Cengkareng",
-            "Grogol Petamburan",
-            "Taman Sari",
-            "Tambora",
-            "Kebon Jeruk",
-            "Kalideres",
-            "Palmerah",
-            "Kembangan",
-        ),
-    ),
-    "Jakarta Selatan": (
-        2_226_812,
-        (
-            "Tebet",
-            "Setiabudi",
-            "Mampang Prapatan",
-            "Pasar Minggu",
-            "Kebayoran Lama",
-            "Cilandak",
-            "Kebayoran Baru",
-            "Pancoran",
-            "Jagakarsa",
-            "Pesanggrahan",
-        ),
-    ),
-    "Jakarta Timur": (
-        3_037_139,
-        (
-            "Matraman",
-            "Pulo Gadung",
-            "Jatinegara",
-            "Duren Sawit",
-            "Kramat Jati",
-            "Makasar",
-            "Pasar Rebo",
-            "Ciracas",
-            "Cipayung",
-            "Cakung",
-        ),
-    ),
-    "Kepulauan Seribu": (27_749, ("Kepulauan Seribu Utara", "Kepulauan Seribu Selatan")),
+from reconciliation.analytics.geography import KECAMATAN_BY_KOTA, REFERENCE_NETWORK
+
+# The 2020 census population of each kota (DKI Jakarta, SP2020: 10,562,088 in all); the
+# kecamatan of each kota and where each station stands are the analytics' reference data.
+KOTA_POPULATION: dict[str, int] = {
+    "Jakarta Pusat": 1_056_896,
+    "Jakarta Utara": 1_778_981,
+    "Jakarta Barat": 2_434_511,
+    "Jakarta Selatan": 2_226_812,
+    "Jakarta Timur": 3_037_139,
+    "Kepulauan Seribu": 27_749,
 }
-KOTA_OF = {kecamatan: kota for kota, (_, names) in KOTA.items() for kecamatan in names}
+KECAMATAN = KECAMATAN_BY_KOTA
+# Station name -> (kota, kecamatan); Depok and Bogor lie outside DKI Jakarta.
+STATION_PLACE: dict[str, tuple[str, str]] = {
+    station.name: (station.kota, station.kecamatan)
+    for line in REFERENCE_NETWORK.lines
+    for station in line.stations
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,51 +58,6 @@ OPERATORS = (
     ),
     Operator("LRT Jakarta", "4111", "Jakarta Utara", "Kelapa Gading", 50, ("LRT-JAKARTA",), "LRT"),
 )
-
-# Where each station stands (approximate; see the module docstring).
-STATION_KECAMATAN: dict[str, str] = {
-    "Blok M": "Kebayoran Baru",
-    "Masjid Agung": "Kebayoran Baru",
-    "Bundaran Senayan": "Kebayoran Baru",
-    "GBK": "Tanah Abang",
-    "Polda Metro Jaya": "Setiabudi",
-    "Dukuh Atas": "Menteng",
-    "Bundaran HI": "Menteng",
-    "Sarinah": "Menteng",
-    "Bank Indonesia": "Gambir",
-    "Monas": "Gambir",
-    "Harmoni": "Gambir",
-    "Kota": "Taman Sari",
-    "Lebak Bulus": "Cilandak",
-    "Fatmawati": "Cilandak",
-    "Cipete Raya": "Cilandak",
-    "Haji Nawi": "Kebayoran Baru",
-    "Blok A": "Kebayoran Baru",
-    "ASEAN": "Kebayoran Baru",
-    "Senayan": "Tanah Abang",
-    "Istora": "Tanah Abang",
-    "Bendungan Hilir": "Tanah Abang",
-    "Setiabudi": "Setiabudi",
-    "Jakarta Kota": "Taman Sari",
-    "Juanda": "Sawah Besar",
-    "Gondangdia": "Menteng",
-    "Cikini": "Menteng",
-    "Manggarai": "Tebet",
-    "Tebet": "Tebet",
-    "Cawang": "Kramat Jati",
-    "Duren Kalibata": "Pancoran",
-    "Pasar Minggu": "Pasar Minggu",
-    "Lenteng Agung": "Jagakarsa",
-    "Universitas Pancasila": "Jagakarsa",
-    "Depok": "Jagakarsa",
-    "Bogor": "Jagakarsa",
-    "Pegangsaan Dua": "Kelapa Gading",
-    "Boulevard Utara": "Kelapa Gading",
-    "Boulevard Selatan": "Kelapa Gading",
-    "Pulomas": "Pulo Gadung",
-    "Equestrian": "Pulo Gadung",
-    "Velodrome": "Pulo Gadung",
-}
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,10 +114,17 @@ def parallel(
     on_done: Callable[[int], None] | None = None,
 ) -> list[R]:
     """`work` over `items` on `threads` threads, results in order; `on_done(n)` as they end."""
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    pool = ThreadPoolExecutor(max_workers=threads)
+    try:
         results = []
         for result in pool.map(work, items):
             results.append(result)
             if on_done is not None:
                 on_done(1)
         return results
+    except BaseException:
+        # Ctrl-C or a failure: what has not started yet never will.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)

@@ -4,7 +4,8 @@ night can be checked against them exactly:
 - a registered card lost at lunch: a finder rides on it, the holder reports it, the issuer
   blocks and replaces it, the new card gets the old balance at the service desk, and the
   finder's next tap meets the hotlist (the chip is blocked at the gate);
-- a gate cut off from the network from 07:30 that uploads only at night;
+- a rail tap-in gate cut off from the network from 07:30 (the one most journeys start at
+  after that) that uploads only at night;
 - a card pulled off a gate in the middle of its debit (the card committed, the gate never
   saw the answer): the holder taps again, the gate lets them through free and journals
   the torn certificate;
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+from collections import Counter
 from dataclasses import dataclass, field
 
 from card_reader.card import VirtualCard
@@ -23,7 +25,7 @@ from card_reader.card_state import REGISTERED_MAX_BALANCE, CardState, MemoryStor
 from card_reader.fares import LINES, GateMode
 from card_reader.keys import BackOfficeKeys, personalize
 from card_reader.transport import InProcessTransport
-from simulation.day import HOUR, Day, tear_next_debit
+from simulation.day import HOUR, Day, tear_next_debit, upload
 from simulation.people import Rider
 
 MINUTE = 60
@@ -97,16 +99,36 @@ def _lost_card(
 
 
 def _offline_gate(day: Day, facts: Facts) -> None:
-    krl = LINES["KRL-BOGOR"]
-    manggarai = next(s for s in krl.stations if s.name == "Manggarai")
-    device = day.city.gate(krl, manggarai, GateMode.EXIT)
+    """The rail tap-in gate with the most journeys starting at it after the cut: each of
+    its tap-ins travels on in the card to the exit gate, which forwards it, so the back
+    office sees the gate's sequence numbers run past its last batch."""
+    cut_at = 7 * HOUR + 30 * MINUTE
+    boardings: Counter[tuple[str, int]] = Counter()
+    for rider in day.riders:
+        if not rider.legs:
+            continue
+        first, last = rider.legs[0], rider.legs[-1]
+        for line, station, at in (
+            (first.line, first.origin, rider.leave_s),
+            (last.line, last.destination, rider.return_s),
+        ):
+            if line.distance_based and at > cut_at:
+                boardings[(line.name, station.code)] += 1
+    line_name, code = min(boardings, key=lambda k: (-boardings[k], k))
+    busiest = LINES[line_name].station(code)
+    assert busiest is not None
+    device = day.city.gate(LINES[line_name], busiest, GateMode.ENTRY)
     facts.offline_gate = device.code
 
     def cut() -> None:
+        # Its last upload goes out just before the link drops: the back office knows the
+        # gate, and what it makes from now on is missing until the night.
+        if device.journal.stats().pending:
+            upload(device)
         device.online = False
         facts.offline_certificates = device.journal.stats().certificates
 
-    day.at(7 * HOUR + 30 * MINUTE, cut)
+    day.at(cut_at, cut)
 
 
 def _torn_debit(day: Day, facts: Facts, rider: Rider) -> None:

@@ -25,7 +25,7 @@ from card_reader.card_state import (
 from card_reader.fares import LINES, Line, Station
 from card_reader.keys import BackOfficeKeys, personalize
 from card_reader.transport import InProcessTransport
-from simulation.geography import KOTA, STATION_KECAMATAN
+from simulation.geography import KECAMATAN, KOTA_POPULATION, STATION_PLACE
 
 REGISTERED_SHARE = 0.30
 COMMUTER_SHARE = 0.75
@@ -108,19 +108,18 @@ def make_population(
     authentication_master: bytes,
     back_office: BackOfficeKeys,
 ) -> list[Rider]:
-    kota_names = list(KOTA)
-    weights = [KOTA[k][0] for k in kota_names]
+    kota_names = list(KOTA_POPULATION)
+    weights = list(KOTA_POPULATION.values())
     riders = []
     for index in range(count):
         serial = rng.getrandbits(64).to_bytes(8, "big")
         registered = rng.random() < REGISTERED_SHARE
         legs = _journey(rng) if rng.random() < COMMUTER_SHARE else ()
         if legs:
-            kecamatan = STATION_KECAMATAN[legs[0].origin.name]
-            kota = next(k for k, (_, names) in KOTA.items() if kecamatan in names)
+            kota, kecamatan = STATION_PLACE[legs[0].origin.name]  # may be outside DKI
         else:
             kota = rng.choices(kota_names, weights)[0]
-            kecamatan = rng.choice(KOTA[kota][1])
+            kecamatan = rng.choice(KECAMATAN[kota])
         state = CardState(
             serial=serial,
             keys=personalize(serial, authentication_master, back_office),

@@ -6,6 +6,9 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
+from card_reader.backoffice import BackOfficeClient, ItemOutcome
+from card_reader.journal import Batch
+
 
 @dataclass
 class Tally:
@@ -27,6 +30,14 @@ class Tally:
     top_up_seconds: float = 0.0  # wall time of loads made during the day (HTTP, one by one)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def count_batch(self, items: list[ItemOutcome]) -> None:
+        with self._lock:
+            self.batches += 1
+            for item in items:
+                self.uploads[item.outcome] += 1
+                if item.outcome == "quarantined":
+                    self.quarantined[item.reason or "unknown"] += 1
+
     def load(self, channel: str, amount: int) -> None:
         with self._lock:
             self.loads[channel] += 1
@@ -39,3 +50,17 @@ class Tally:
     @property
     def rupiah_moved(self) -> int:
         return self.fares_rupiah + self.sales_rupiah + self.loads_rupiah + self.refunds_rupiah
+
+
+class CountingClient(BackOfficeClient):
+    """The devices' own HTTP client, with every certificate's outcome counted for the
+    summary (the uploader itself only logs them)."""
+
+    def __init__(self, base_url: str, api_key: str, tally: Tally) -> None:
+        super().__init__(base_url, api_key, timeout=120)
+        self.tally = tally
+
+    def post_batch(self, batch: Batch) -> list[ItemOutcome]:
+        items = super().post_batch(batch)
+        self.tally.count_batch(items)
+        return items

@@ -21,6 +21,15 @@ from ledger import make_engine
 
 BACKENDS = ("sqlite", "postgresql")
 
+# The machine has one pcscd and one vpcd reader port: their users run in one xdist worker.
+PCSC_USERS = ("tests/card/test_pcsc.py", "tests/card/test_cli.py", "tests/demo/")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(PCSC_USERS):
+            item.add_marker(pytest.mark.xdist_group("pcsc"))
+
 
 def postgres_admin_url() -> str:
     url = os.environ.get("JAKARTAONE_TEST_POSTGRES_URL")

@@ -53,10 +53,9 @@ class CardTransactionController(Controller):
             201: ResponseSpec(data_container=CardTransaction, description="Posted"),
             **_also_200(CardTransaction, "Already recorded: the same certificate"),
         },
-        sync_to_thread=True,
         summary="Submit one card-signed debit certificate from a terminal",
     )
-    def create(
+    async def create(
         self,
         data: JSONBody[CertificateJson],
         ctx: Ctx,
@@ -70,7 +69,8 @@ class CardTransactionController(Controller):
         state = request.scope["state"]
         wanted = state.get(IDEMPOTENCY_REQUEST)
         job = Job(principal, certificates.parse(ctx, data), wanted)
-        answer = request.app.state.coalescer.submit(job)
+        # No thread is held while it waits: the coalescer's thread does the database work.
+        answer = await request.app.state.coalescer.submit(job)
         if wanted is not None and answer.claim is not None:
             # Claimed in the work's transaction; the middleware completes the record
             # unless the answer was stored there too.

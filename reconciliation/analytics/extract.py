@@ -48,18 +48,14 @@ from sqlalchemy.engine import Connection
 from card_reader.certificate import CertificateFormatError, Journey
 from ledger import AccountKind
 from ledger import schema as ledger_schema
+from ledger.db import is_sqlite
 from ledger.journal import GENESIS_HASH
 from ledger.queries import posted_as_of
 from merchant_api import schema as api
+from merchant_api.wib import day_bounds_us
 from reconciliation.analytics.errors import ReleaseError, ReleaseErrorCode
 from reconciliation.analytics.geography import Network
-from reconciliation.analytics.inputs import (
-    CARDS_SCHEMA,
-    DAY_US,
-    EVENTS_SCHEMA,
-    WIB_OFFSET_US,
-    Seal,
-)
+from reconciliation.analytics.inputs import CARDS_SCHEMA, EVENTS_SCHEMA, Seal
 from reconciliation.analytics.journeys import network_line_names, transit_fields
 
 BATCH_ROWS = 10_000
@@ -69,13 +65,6 @@ CREDIT_CHANNELS = {"refund": "refund", "replacement": "replacement"}
 ct, cards, merchants, terminals = api.card_transactions, api.cards, api.merchants, api.terminals
 loads, credits, refunds = api.loads, api.card_credits, api.refunds
 transfers, blocks = ledger_schema.transfers, ledger_schema.journal_blocks
-
-
-def day_bounds_us(day: dt.date) -> tuple[int, int]:
-    """[start, end) of the WIB day in UTC microseconds."""
-    midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-    start = (midnight - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
-    return start - WIB_OFFSET_US, start - WIB_OFFSET_US + DAY_US
 
 
 def _card_rows_of_day(day: dt.date) -> list[sa.ColumnElement[bool]]:
@@ -127,9 +116,16 @@ def day_seal(conn: Connection, day: dt.date) -> tuple[Seal, int]:
 
 
 def events_reader(
-    conn: Connection, day: dt.date, network: Network, batch_rows: int = BATCH_ROWS
+    conn: Connection,
+    day: dt.date,
+    network: Network,
+    failures: list[Exception] | None = None,
+    batch_rows: int = BATCH_ROWS,
 ) -> pa.RecordBatchReader:
-    """The day's events as a stream of EVENTS_SCHEMA batches (module docstring)."""
+    """The day's events as a stream of EVENTS_SCHEMA batches (module docstring).
+
+    An error raised while the stream is read is also appended to `failures`: DuckDB, which
+    pulls the stream, reports it as its own InvalidInputException and loses its type."""
 
     def rows() -> Iterator[dict[str, Any]]:
         yield from _card_signed(conn, day, network, batch_rows)
@@ -137,14 +133,19 @@ def events_reader(
         yield from _loads_on_evidence(conn, day, batch_rows)
 
     return pa.RecordBatchReader.from_batches(
-        EVENTS_SCHEMA, _batches(rows(), EVENTS_SCHEMA, batch_rows)
+        EVENTS_SCHEMA, _batches(rows(), EVENTS_SCHEMA, batch_rows, failures)
     )
 
 
 def cards_reader(
-    conn: Connection, day: dt.date, as_of_seq: int, batch_rows: int = BATCH_ROWS
+    conn: Connection,
+    day: dt.date,
+    as_of_seq: int,
+    failures: list[Exception] | None = None,
+    batch_rows: int = BATCH_ROWS,
 ) -> pa.RecordBatchReader:
-    """Every card whose purse existed by the end of the day, with its balance then."""
+    """Every card whose purse existed by the end of the day, with its balance then
+    (`failures` as in `events_reader`)."""
     _, end = day_bounds_us(day)
     purse = posted_as_of(AccountKind.CARD_PURSE, as_of_seq)
     query = (
@@ -166,25 +167,37 @@ def cards_reader(
             }
 
     return pa.RecordBatchReader.from_batches(
-        CARDS_SCHEMA, _batches(rows(), CARDS_SCHEMA, batch_rows)
+        CARDS_SCHEMA, _batches(rows(), CARDS_SCHEMA, batch_rows, failures)
     )
 
 
 def _stream(conn: Connection, query: sa.Select[Any], batch_rows: int) -> Iterator[Any]:
-    yield from conn.execution_options(yield_per=batch_rows).execute(query)
+    if not is_sqlite(conn):
+        # A server-side cursor is planned for its first rows by default (10 %), which picks
+        # nested loops that are ruinous when every row is read, as here.
+        conn.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1.0")
+    yield from conn.execute(query.execution_options(yield_per=batch_rows))
 
 
 def _batches(
-    rows: Iterator[dict[str, Any]], schema: pa.Schema, batch_rows: int
+    rows: Iterator[dict[str, Any]],
+    schema: pa.Schema,
+    batch_rows: int,
+    failures: list[Exception] | None,
 ) -> Iterator[pa.RecordBatch]:
     chunk: list[dict[str, Any]] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == batch_rows:
+    try:
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) == batch_rows:
+                yield pa.RecordBatch.from_pylist(chunk, schema=schema)
+                chunk = []
+        if chunk:
             yield pa.RecordBatch.from_pylist(chunk, schema=schema)
-            chunk = []
-    if chunk:
-        yield pa.RecordBatch.from_pylist(chunk, schema=schema)
+    except Exception as exc:
+        if failures is not None:
+            failures.append(exc)
+        raise
 
 
 def _event(

@@ -28,15 +28,21 @@ from __future__ import annotations
 
 import hmac
 import json
+import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import duckdb
+import pyarrow as pa
 
 from card_reader.certificate import Certificate, Journey, TransactionKind, certificate_mac
 from card_reader.keys import BackOfficeKeys
+from merchant_api.crypto import ApiSecrets
 from reconciliation.nightly.findings import CheckResult, Finding, card_subject
 from reconciliation.nightly.taxonomy import BreakType, Source
+
+SERIAL_PURPOSE = "card-serial"  # merchant_api.services.cards seals serials under this
 
 CLOCK_SKEW_US = 600 * 1_000_000  # a terminal's clock may be off by up to 10 minutes
 QUARANTINE_TYPES = {
@@ -152,7 +158,7 @@ def check_shadow_balances(duck: duckdb.DuckDBPyConnection) -> CheckResult:
         FROM cards c JOIN last l USING (card_id)
         WHERE c.status <> 'replaced'
           AND c.card_id NOT IN (SELECT card_id FROM gaps)
-          AND c.card_id NOT IN (SELECT card_id FROM pending_loads)
+          AND c.card_id NOT IN (SELECT card_id FROM loads WHERE status = 'pending')
           AND c.credits_posted - c.debits_posted <> l.reported
         """
     ).fetchall()
@@ -187,8 +193,9 @@ def decide_loads(duck: duckdb.DuckDBPyConnection) -> list[LoadDecision]:
     rows = duck.execute(
         """
         SELECT l.id, t.kind = 'credit' AND t.amount = l.amount
-        FROM pending_loads l JOIN tx t
+        FROM loads l JOIN tx t
           ON t.card_id = l.card_id AND t.card_counter = l.card_counter + 1
+        WHERE l.status = 'pending'
         """
     ).fetchall()
     return [
@@ -205,11 +212,13 @@ def decide_loads(duck: duckdb.DuckDBPyConnection) -> list[LoadDecision]:
 
 def check_pending_loads(duck: duckdb.DuckDBPyConnection) -> CheckResult:
     result = CheckResult(Source.CARDS)
-    for load_id, card_id, amount, counter, day in duck.execute(
-        "SELECT id, card_id, amount, card_counter, business_date FROM pending_loads"
+    for load_id, card_id, amount, counter, day, status in duck.execute(
+        "SELECT id, card_id, amount, card_counter, business_date, status FROM loads"
     ).fetchall():
         subject = f"load:{load_id}"
         result.examined.add(subject)
+        if status != "pending":
+            continue
         result.findings.append(
             Finding(
                 BreakType.UNRESOLVED_LOAD,
@@ -259,87 +268,108 @@ def purse_subject(card_id: str) -> str:
     return f"purse:{card_id}"
 
 
-class SerialSource:
-    """Unseals card serials for key diversification; never logs or keeps them on disk."""
+SIGNATURE_BATCH_ROWS = 100_000
+PARALLEL_FROM_ROWS = 200_000  # below this, worker processes cost more than they save
+_SIGNATURE_SQL = """
+SELECT t.card_id, c.serial_sealed, t.card_counter, t.kind, t.amount, t.balance_after,
+       t.terminal_code, t.terminal_seq, t.card_time_us, t.journey, t.mac
+FROM tx t JOIN cards c USING (card_id)
+WHERE t.business_date = $day
+ORDER BY t.shard, t.card_id
+"""
 
-    def __init__(self, unseal: Callable[[bytes], bytes]) -> None:
-        self._unseal = unseal
 
-    def serial(self, sealed_hex: str) -> bytes:
-        return self._unseal(bytes.fromhex(sealed_hex))
+def verify_batch(
+    batch: pa.RecordBatch, keys: BackOfficeKeys, secrets: ApiSecrets
+) -> list[tuple[str, int, int]]:
+    """(card, counter, amount) of every certificate in `batch` whose MAC does not verify.
+
+    Runs in the job's process or in a worker process; serials are unsealed here, in memory,
+    for key diversification only."""
+    bad = []
+    card = None
+    serial = key = b""
+    for card_id, sealed, counter, kind, amount, balance, terminal, seq, at, journey, mac in zip(
+        *(column.to_pylist() for column in batch.columns), strict=True
+    ):
+        if card_id != card:
+            card = card_id
+            serial = secrets.unseal(SERIAL_PURPOSE, bytes.fromhex(sealed))
+            key = keys.certificate_key(serial)
+        cert = Certificate(
+            card_serial=serial,
+            counter=counter,
+            kind=TransactionKind(kind),
+            amount=amount,
+            balance_after=balance,
+            terminal_id=terminal,
+            terminal_seq=seq,
+            timestamp=at // 1_000_000,
+            journey=Journey.from_json(json.loads(journey)) if journey else None,
+            mac=bytes.fromhex(mac),
+        )
+        if not hmac.compare_digest(certificate_mac(key, cert.signed_bytes()), cert.mac):
+            bad.append((card_id, counter, amount))
+    return bad
 
 
 def check_signatures(
     duck: duckdb.DuckDBPyConnection,
     day: str,
     keys: BackOfficeKeys,
-    serials: SerialSource,
-    shards: int,
+    secrets: ApiSecrets,
+    workers: int,
     tick: Callable[[], None],
 ) -> CheckResult:
     """Re-verify the MAC of every certificate recorded on `day`, card by card.
 
     The API verified each one before accepting it; this proves the stored record is still
-    exactly what the card signed (an edit behind the API's back breaks the MAC)."""
+    exactly what the card signed (an edit behind the API's back breaks the MAC). A large
+    day is verified in batches by `workers` processes, at most two batches each in flight.
+    """
     result = CheckResult(Source.CARDS)
-    for shard in range(shards):
-        cursor = duck.execute(
-            """
-            SELECT t.card_id, c.serial_sealed, t.card_counter, t.kind, t.amount,
-                   t.balance_after, t.terminal_code, t.terminal_seq, t.card_time_us,
-                   t.journey, t.mac
-            FROM tx t JOIN cards c USING (card_id)
-            WHERE t.shard = $shard AND t.business_date = $day
-            ORDER BY t.card_id
-            """,
-            {"shard": shard, "day": day},
+    ((total,),) = duck.execute(
+        "SELECT count(*) FROM tx WHERE business_date = $day", {"day": day}
+    ).fetchall()
+    reader: pa.RecordBatchReader = duck.sql(_SIGNATURE_SQL, params={"day": day}).to_arrow_reader(
+        SIGNATURE_BATCH_ROWS
+    )
+    bad: list[tuple[str, int, int]] = []
+    if total < PARALLEL_FROM_ROWS or workers < 2:
+        for batch in reader:
+            bad.extend(verify_batch(batch, keys, secrets))
+            tick()
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            in_flight: list[Future[list[tuple[str, int, int]]]] = []
+            for batch in reader:
+                in_flight.append(pool.submit(verify_batch, batch, keys, secrets))
+                while len(in_flight) >= 2 * workers:
+                    bad.extend(in_flight.pop(0).result())
+                    tick()
+            for future in in_flight:
+                bad.extend(future.result())
+                tick()
+    for (card_id,) in duck.execute(
+        "SELECT DISTINCT card_id FROM tx WHERE business_date = $day", {"day": day}
+    ).fetchall():
+        result.examined.add(signature_subject(card_id))
+    for card_id, counter, amount in bad:
+        result.findings.append(
+            Finding(
+                BreakType.SIGNATURE_INVALID,
+                Source.CARDS,
+                signature_subject(card_id),
+                f"{card_id}:{counter}",
+                f"the recorded certificate at counter {counter} no longer verifies",
+                card_id=card_id,
+                reference=str(counter),
+                external_amount=amount,
+            )
         )
-        card = None
-        key = b""
-        while batch := cursor.fetchmany(50_000):
-            for (
-                card_id,
-                sealed,
-                counter,
-                kind,
-                amount,
-                balance,
-                terminal,
-                seq,
-                at,
-                journey,
-                mac,
-            ) in batch:
-                if card_id != card:
-                    card = card_id
-                    serial = serials.serial(sealed)
-                    key = keys.certificate_key(serial)
-                cert = Certificate(
-                    card_serial=serial,
-                    counter=counter,
-                    kind=TransactionKind(kind),
-                    amount=amount,
-                    balance_after=balance,
-                    terminal_id=terminal,
-                    terminal_seq=seq,
-                    timestamp=at // 1_000_000,
-                    journey=Journey.from_json(json.loads(journey)) if journey else None,
-                    mac=bytes.fromhex(mac),
-                )
-                subject = f"certificate:{card_id}:{counter}"
-                result.examined.add(subject)
-                if not hmac.compare_digest(certificate_mac(key, cert.signed_bytes()), cert.mac):
-                    result.findings.append(
-                        Finding(
-                            BreakType.SIGNATURE_INVALID,
-                            Source.CARDS,
-                            subject,
-                            f"{card_id}:{counter}",
-                            f"the recorded certificate at counter {counter} no longer verifies",
-                            card_id=card_id,
-                            reference=str(counter),
-                            external_amount=amount,
-                        )
-                    )
-        tick()
     return result
+
+
+def signature_subject(card_id: str) -> str:
+    return f"certificate:{card_id}"

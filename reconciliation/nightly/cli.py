@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from jakartaone.export_command import release_key
 from jakartaone.settings import Settings
 from merchant_api.cli import context_from_settings
 from merchant_api.crypto import KeyConfigError
@@ -33,6 +34,16 @@ from reconciliation.nightly.taxonomy import ExitCode
 )
 @click.option("--shards", default=4, show_default=True, help="Card shards (1, 2, 4, 8 or 16).")
 @click.option("--memory-limit", default="1GB", show_default=True, help="DuckDB's memory cap.")
+@click.option(
+    "--threads", default=2, show_default=True, help="DuckDB threads and MAC worker processes."
+)
+@click.option(
+    "--export",
+    "export_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write the day's anonymized analytics release here, as `jakartaone export`"
+    " does (needs JAKARTAONE_RELEASE_KEY; the directory must be empty).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bars on stderr.")
 @click.pass_context
 def nightly(
@@ -43,6 +54,8 @@ def nightly(
     statements: tuple[Path, ...],
     shards: int,
     memory_limit: str,
+    threads: int,
+    export_dir: Path | None,
     no_progress: bool,
 ) -> None:
     """Reconcile and settle business day DATE; write the report to OUT.
@@ -57,7 +70,10 @@ def nightly(
         bank_statements=statements,
         shards=shards,
         memory_limit=memory_limit,
+        threads=threads,
         progress=not no_progress,
+        export_dir=export_dir,
+        release_key=release_key(settings) if export_dir is not None else None,
     )
     try:
         api = context_from_settings(settings)
@@ -73,4 +89,6 @@ def nightly(
         f"{summary['business_date']}: {summary['unsettled_breaks']} open break(s);"
         f" paid out {summary['payout_total']}; report in {out_dir}"
     )
+    if "analytics" in summary:
+        click.echo(f"analytics release: {summary['analytics']}")
     sys.exit(result.exit_code)

@@ -10,7 +10,8 @@ module is the project's own bridge:
 
 Scope, partitioned by day and by card shard:
 - Cards in scope are those with a certificate received on the day, those with an unsettled
-  card break (re-examined, so that late data can resolve it) and those with a pending load.
+  card break (re-examined, so that late data can resolve it) and those with a pending load
+  (or a load an unsettled break is about).
   For each, the *floor* is the lowest counter received that day (0 for a card re-examined
   for a break, the load's counter + 1 for a pending load). The extraction copies every
   certificate of the card from its floor up (whatever day it arrived) and the *anchor*: the
@@ -164,13 +165,16 @@ def _batches(d: str) -> str:
 
 LOAD_COLUMNS = _cols(
     "id:VARCHAR card_id:VARCHAR amount:BIGINT card_counter:BIGINT business_date:VARCHAR"
+    " status:VARCHAR"
 )
 
 
 def _loads(d: str) -> str:
+    """Pending loads, and loads an unsettled break is about (to see them settled)."""
     return (
         f"SELECT {_hex_id('id', d)}, {_hex_id('card_id', d)}, amount, card_counter,"
-        " business_date FROM loads WHERE status = 'pending'"
+        " business_date, status FROM loads WHERE status = 'pending'"
+        " OR id IN (SELECT load_id FROM recon_scope_loads)"
     )
 
 
@@ -206,10 +210,11 @@ EXTRACTS = (
     Extract("cards", CARD_COLUMNS, *_both(_cards)),
     Extract("ledger_tx", LEDGER_COLUMNS, *_both(_ledger)),
     Extract("batches", BATCH_COLUMNS, *_both(_batches)),
-    Extract("pending_loads", LOAD_COLUMNS, *_both(_loads)),
+    Extract("loads", LOAD_COLUMNS, *_both(_loads)),
     Extract("quarantine", QUARANTINE_COLUMNS, *_both(_quarantine)),
     Extract("merchants", MERCHANT_COLUMNS, *_both(_merchants)),
 )
+SHARDED = ("tx", "cards")  # the tables whose rows carry their card's shard
 LEDGER_WINDOW_SLACK_US = 600 * 1_000_000  # the ledger's clock and the API's may straddle midnight
 
 
@@ -219,6 +224,7 @@ class Scope:
 
     break_cards: frozenset[str]  # card ids (hex)
     break_terminals: frozenset[str]  # terminal codes
+    break_loads: frozenset[str]  # load ids (hex)
 
 
 def create_duck(spill_dir: Path, memory_limit: str, threads: int) -> duckdb.DuckDBPyConnection:
@@ -261,17 +267,21 @@ def extract(
         _scope_tables(raw, pg, day.isoformat(), scope)
         for spec in EXTRACTS:
             columns = ", ".join(f"{c.name} {c.duck}" for c in spec.columns)
-            duck.execute(f"CREATE OR REPLACE TABLE {spec.table} ({columns})")
+            sharded = spec.table in SHARDED
+            duck.execute(
+                f"CREATE OR REPLACE TABLE {spec.table} ({columns}"
+                + (", shard INTEGER)" if sharded else ")")
+            )
+            select = f"SELECT *, {_shard_of(shards)}" if sharded else "SELECT *"
             sql = (spec.pg if pg else spec.sqlite).format(**values)
             if pg:
-                counts[spec.table] = _copy_pg(raw, sql, duck, spec, spill_dir)
+                counts[spec.table] = _copy_pg(raw, sql, duck, spec, select, spill_dir)
             else:
-                counts[spec.table] = _copy_sqlite(raw, sql, duck, spec)
+                counts[spec.table] = _copy_sqlite(raw, sql, duck, spec, select)
             tick(spec.table)
         raw.rollback()
     finally:
         raw.close()
-    _add_shards(duck, shards)
     return counts
 
 
@@ -280,8 +290,14 @@ def _scope_tables(raw: Any, pg: bool, day: str, scope: Scope) -> None:
     cur = raw.cursor()
     temp = "CREATE TEMPORARY TABLE" if pg else "CREATE TEMP TABLE"
     uuid_type = "uuid" if pg else "CHAR(32)"
-    for name in ("recon_scope_cards", "recon_scope_terminals"):
+    for name in ("recon_scope_cards", "recon_scope_terminals", "recon_scope_loads"):
         cur.execute(f"DROP TABLE IF EXISTS {name}")
+    cur.execute(f"{temp} recon_scope_loads (load_id {uuid_type} PRIMARY KEY)")
+    if scope.break_loads:
+        cur.executemany(
+            f"INSERT INTO recon_scope_loads VALUES ({'%s' if pg else '?'})",
+            [(i,) for i in _ids(scope.break_loads, pg)],
+        )
     cur.execute(f"{temp} recon_scope_cards (card_id {uuid_type} PRIMARY KEY, floor BIGINT)")
     cur.execute(f"{temp} recon_scope_terminals (terminal_id {uuid_type} PRIMARY KEY, floor BIGINT)")
     param = "%s" if pg else "?"
@@ -290,6 +306,7 @@ def _scope_tables(raw: Any, pg: bool, day: str, scope: Scope) -> None:
         f" SELECT card_id, min(card_counter) AS floor FROM card_transactions"
         f" WHERE business_date = {param} GROUP BY card_id"
         " UNION ALL SELECT card_id, min(card_counter) + 1 FROM loads WHERE status = 'pending'"
+        " OR id IN (SELECT load_id FROM recon_scope_loads)"
         " GROUP BY card_id) u GROUP BY card_id",
         (day,),
     )
@@ -331,7 +348,12 @@ def _add_floor_zero(cur: Any, pg: bool, table: str, column: str, ids: list[Any])
 
 
 def _copy_pg(
-    raw: Any, sql: str, duck: duckdb.DuckDBPyConnection, spec: Extract, spill_dir: Path
+    raw: Any,
+    sql: str,
+    duck: duckdb.DuckDBPyConnection,
+    spec: Extract,
+    select: str,
+    spill_dir: Path,
 ) -> int:
     path = spill_dir / f"{spec.table}.csv"
     cur = raw.cursor()
@@ -344,16 +366,18 @@ def _copy_pg(
         return 0
     types = ", ".join(f"'{c.name}': '{c.duck}'" for c in spec.columns)
     duck.execute(
-        f"INSERT INTO {spec.table} SELECT * FROM read_csv(?, header = false,"
+        f"INSERT INTO {spec.table} {select} FROM read_csv(?, header = false,"
         f" columns = {{{types}}}, quote = '\"', escape = '\"')",
         [str(path)],
     )
     path.unlink()
-    row = duck.execute(f"SELECT count(*) FROM {spec.table}").fetchone()
-    return int(row[0]) if row else 0
+    ((count,),) = duck.execute(f"SELECT count(*) FROM {spec.table}").fetchall()
+    return int(count)
 
 
-def _copy_sqlite(raw: Any, sql: str, duck: duckdb.DuckDBPyConnection, spec: Extract) -> int:
+def _copy_sqlite(
+    raw: Any, sql: str, duck: duckdb.DuckDBPyConnection, spec: Extract, select: str
+) -> int:
     cur = raw.cursor()
     cur.execute(sql)
     schema = pa.schema([(c.name, c.arrow) for c in spec.columns])
@@ -367,21 +391,16 @@ def _copy_sqlite(raw: Any, sql: str, duck: duckdb.DuckDBPyConnection, spec: Extr
             schema=schema,
         )
         duck.register("recon_chunk", chunk)
-        duck.execute(f"INSERT INTO {spec.table} SELECT * FROM recon_chunk")
+        duck.execute(f"INSERT INTO {spec.table} {select} FROM recon_chunk")
         duck.unregister("recon_chunk")
         total += len(rows)
     cur.close()
     return total
 
 
-def _add_shards(duck: duckdb.DuckDBPyConnection, shards: int) -> None:
+def _shard_of(shards: int) -> str:
     """Each card's shard: its id's last hex digit modulo `shards`."""
-    for table in ("tx", "cards"):
-        duck.execute(
-            f"ALTER TABLE {table} ADD COLUMN shard INTEGER;"
-            f" UPDATE {table} SET shard = (instr('{SHARD_DIGITS}', right(card_id, 1)) - 1)"
-            f" % {shards}"
-        )
+    return f"(instr('{SHARD_DIGITS}', right(card_id, 1)) - 1) % {shards} AS shard"
 
 
 def load_rows(

@@ -12,7 +12,10 @@ The steps, in order (each one idempotent, so a second run of the same day change
 7. the checks: records vs ledger, cards, gates, merchants' reports, bank statements,
    settlements vs ledger;
 8. merge the findings into the breaks kept across nights;
-9. write the report (HTML and JSON) and finish the run with its exit code.
+9. with --export, the day's anonymized analytics release (reconciliation.export), its
+   outcome recorded in the report (a refused release is reported, not fatal: the books
+   were reconciled either way);
+10. write the report (HTML and JSON) and finish the run with its exit code.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +46,9 @@ from merchant_api import schema as api
 from merchant_api.crypto import ApiSecrets
 from merchant_api.services.loads import resolve_load
 from merchant_api.wib import business_date, day_bounds_us, now_us
+from reconciliation.analytics.config import ReleaseConfig
+from reconciliation.analytics.errors import ReleaseError
+from reconciliation.export import export_day
 from reconciliation.nightly import cards, gates, merchants, records, settlement
 from reconciliation.nightly.breaks import Changes, persist, unsettled_count
 from reconciliation.nightly.extract import Scope, create_duck, extract
@@ -50,8 +57,6 @@ from reconciliation.nightly.report import write_reports
 from reconciliation.nightly.schema import recon_breaks, recon_runs
 from reconciliation.nightly.statements import read_merchant_reports, read_statement
 from reconciliation.nightly.taxonomy import UNSETTLED, BreakStatus, BreakType, ExitCode, Source
-
-SERIAL_PURPOSE = "card-serial"  # merchant_api.services.cards seals serials under this
 
 
 class NightlyError(RuntimeError):
@@ -74,6 +79,8 @@ class NightlyConfig:
     memory_limit: str = "1GB"
     threads: int = 2
     progress: bool = True
+    export_dir: Path | None = None
+    release_key: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True)
@@ -199,10 +206,12 @@ def _run(
             unsettled_breaks=open_breaks,
             changes=_changes(changes),
         )
+        if config.export_dir is not None:
+            with phases.step("analytics export"):
+                summary["analytics"] = _export(engine, config)
         with phases.step("report"):
             report = _report_data(engine, day, summary, phases.seconds)
             write_reports(config.out_dir, day, report)
-        # The analytics export (issue 6) runs after the report, as the night's last step.
     finally:
         if progress is not None:
             progress.stop()
@@ -210,6 +219,20 @@ def _run(
     summary["phases"] = dict(phases.seconds)
     _finish(engine, run_id, status, exit_code, summary)
     return NightlyResult(run_id, exit_code, dict(phases.seconds), summary)
+
+
+def _export(engine: Engine, config: NightlyConfig) -> dict[str, Any]:
+    assert config.export_dir is not None
+    if config.release_key is None:
+        return {"status": "refused", "code": "key_missing"}
+    release_config = ReleaseConfig(duckdb_memory_limit=config.memory_limit)
+    try:
+        release = export_day(
+            engine, config.day, config.export_dir, config.release_key, release_config
+        )
+    except ReleaseError as exc:
+        return {"status": "refused", "code": str(exc.code), "detail": exc.message}
+    return {"status": "released", "out": str(release.out_dir), "sha256": release.sha256}
 
 
 def _reconcile(
@@ -228,70 +251,80 @@ def _reconcile(
     day = config.day.isoformat()
     summary: dict[str, Any] = {}
     scope = run_read(engine, _break_scope)
-    with phases.step("extract", total=7) as tick:
-        summary["extracted"] = extract(
-            engine, duck, config.day, bounds, scope, spill_dir, config.shards, tick
+    # The ledger's own proof reads the whole journal in one snapshot and shares nothing
+    # with the DuckDB checks, so it runs beside them.
+    with ThreadPoolExecutor(max_workers=1) as background:
+        with phases.step("extract", total=7) as tick:
+            summary["extracted"] = extract(
+                engine, duck, config.day, bounds, scope, spill_dir, config.shards, tick
+            )
+        with phases.step("pending loads") as tick:
+            decisions = cards.decide_loads(duck)
+            for decision in decisions:
+                resolve_load(engine, ledger, uuid.UUID(decision.load_id), decision.post)
+                tick()
+            _apply_load_decisions(duck, decisions)
+            summary["loads_settled_by_evidence"] = len(decisions)
+        with phases.step("settle") as tick:
+            lines = settlement.settle_all(engine, ledger, config.day, tick)
+            payout_total = settlement.write_payout_file(
+                engine, day, config.out_dir / f"payouts-{day}.csv"
+            )
+            summary["settlement"] = [_line(line) for line in lines]
+            summary["payout_total"] = payout_total
+        # After the last transfer of the night is posted: seal, then prove the ledger.
+        ledger_future = background.submit(
+            _timed, phases, "seal and verify ledger", engine, ledger, bounds
         )
-    with phases.step("pending loads") as tick:
-        decisions = cards.decide_loads(duck)
-        for decision in decisions:
-            resolve_load(engine, ledger, uuid.UUID(decision.load_id), decision.post)
-            tick()
-        _apply_load_decisions(duck, decisions)
-        summary["loads_settled_by_evidence"] = len(decisions)
-    with phases.step("settle") as tick:
-        lines = settlement.settle_all(engine, ledger, config.day, tick)
-        payout_total = settlement.write_payout_file(
-            engine, day, config.out_dir / f"payouts-{day}.csv"
-        )
-        summary["settlement"] = [_line(line) for line in lines]
-        summary["payout_total"] = payout_total
-    with phases.step("seal and verify ledger"):
-        ledger_result, seal = _ledger_checks(engine, ledger, bounds)
-        summary["seal"] = seal
-    with phases.step("records vs ledger"):
-        records_result = records.check_records(
-            duck, day, bounds, lambda ids: _recorded_elsewhere(engine, ids)
-        )
-    with phases.step("cards", total=config.shards * 2) as tick:
-        card_result = cards.check_chains(duck, config.shards, tick)
-        signatures = cards.check_signatures(
-            duck,
-            day,
-            keys,
-            cards.SerialSource(lambda sealed: secrets.unseal(SERIAL_PURPOSE, sealed)),
-            config.shards,
-            tick,
-        )
-        for extra in (
-            signatures,
-            cards.check_shadow_balances(duck),
-            cards.check_pending_loads(duck),
-            cards.check_quarantine(duck),
-        ):
-            card_result.merge(extra)
-    with phases.step("gates"):
-        gate_result = gates.check_batches(duck)
-        gate_result.merge(gates.check_journeys(duck))
-    with phases.step("merchant reports"):
-        report_result = merchants.check_reports(duck, day, reports)
-    with phases.step("bank statements", total=len(entries) or None) as tick:
-        bank_result = (
-            settlement.match_statements(engine, day, entries, tick)
-            if entries
-            else CheckResult(Source.BANK_STATEMENT)
-        )
-    settlement_result = settlement.check_settlements(engine, day)
-    results = [
-        ledger_result,
-        records_result,
-        card_result,
-        gate_result,
-        report_result,
-        bank_result,
-        settlement_result,
-    ]
-    return results, summary
+        with phases.step("records vs ledger"):
+            records_result = records.check_records(
+                duck, day, bounds, lambda ids: _recorded_elsewhere(engine, ids)
+            )
+        with phases.step("cards") as tick:
+            card_result = cards.check_chains(duck, config.shards, tick)
+            signatures = cards.check_signatures(duck, day, keys, secrets, config.threads, tick)
+            for extra in (
+                signatures,
+                cards.check_shadow_balances(duck),
+                cards.check_pending_loads(duck),
+                cards.check_quarantine(duck),
+            ):
+                card_result.merge(extra)
+        with phases.step("gates"):
+            gate_result = gates.check_batches(duck)
+            gate_result.merge(gates.check_journeys(duck))
+        with phases.step("merchant reports"):
+            report_result = merchants.check_reports(duck, day, reports)
+            summary["merchant_report_rows"] = {
+                "matched_day": sum(r.business_date == day for r in reports),
+                "other_days_ignored": sum(r.business_date != day for r in reports),
+            }
+        with phases.step("bank statements", total=len(entries) or None) as tick:
+            bank_result = (
+                settlement.match_statements(engine, day, entries, tick)
+                if entries
+                else CheckResult(Source.BANK_STATEMENT)
+            )
+        settlement_result = settlement.check_settlements(engine, day)
+        with phases.step("wait for the ledger proof"):
+            ledger_result, summary["seal"] = ledger_future.result()
+        results = [
+            ledger_result,
+            records_result,
+            card_result,
+            gate_result,
+            report_result,
+            bank_result,
+            settlement_result,
+        ]
+        return results, summary
+
+
+def _timed(
+    phases: Phases, name: str, engine: Engine, ledger: Ledger, bounds: tuple[int, int]
+) -> tuple[CheckResult, dict[str, Any]]:
+    with phases.step(name):
+        return _ledger_checks(engine, ledger, bounds)
 
 
 def _line(line: Any) -> dict[str, Any]:
@@ -303,7 +336,13 @@ def _break_scope(conn: Any) -> Scope:
     record, so late data can auto-resolve the one and a later run can close the other."""
     watched = [s.value for s in (*UNSETTLED, BreakStatus.RESOLVED)]
     rows = conn.execute(
-        sa.select(recon_breaks.c.card_id, recon_breaks.c.terminal_code, recon_breaks.c.source)
+        sa.select(
+            recon_breaks.c.card_id,
+            recon_breaks.c.terminal_code,
+            recon_breaks.c.source,
+            recon_breaks.c.break_type,
+            recon_breaks.c.reference,
+        )
         .where(recon_breaks.c.status.in_(watched))
         .where(recon_breaks.c.source.in_([Source.CARDS.value, Source.GATES.value]))
     ).all()
@@ -314,6 +353,11 @@ def _break_scope(conn: Any) -> Scope:
             for r in rows
             if r.terminal_code is not None and r.source == Source.GATES.value
         ),
+        frozenset(
+            r.reference
+            for r in rows
+            if r.break_type == BreakType.UNRESOLVED_LOAD.value and r.reference is not None
+        ),
     )
 
 
@@ -323,17 +367,20 @@ def _apply_load_decisions(duck: Any, decisions: Sequence[cards.LoadDecision]) ->
         if d.post:
             duck.execute(
                 "UPDATE cards SET credits_posted = credits_posted + l.amount,"
-                " credits_pending = credits_pending - l.amount FROM pending_loads l"
+                " credits_pending = credits_pending - l.amount FROM loads l"
                 " WHERE l.id = $id AND cards.card_id = l.card_id",
                 {"id": d.load_id},
             )
         else:
             duck.execute(
                 "UPDATE cards SET credits_pending = credits_pending - l.amount"
-                " FROM pending_loads l WHERE l.id = $id AND cards.card_id = l.card_id",
+                " FROM loads l WHERE l.id = $id AND cards.card_id = l.card_id",
                 {"id": d.load_id},
             )
-        duck.execute("DELETE FROM pending_loads WHERE id = $id", {"id": d.load_id})
+        duck.execute(
+            "UPDATE loads SET status = $status WHERE id = $id",
+            {"id": d.load_id, "status": "posted" if d.post else "voided"},
+        )
 
 
 def _ledger_checks(

@@ -127,7 +127,7 @@ def render_html(data: dict[str, Any]) -> str:
             ("Gross sales and fares", rupiah(totals["gross"])),
             ("Fees (MDR)", rupiah(totals["fees"])),
             ("Refunds", rupiah(totals["refunds"])),
-            ("Paid out", rupiah(totals["payout"])),
+            ("Payouts instructed", rupiah(totals["payout"])),
             ("Open breaks", str(len(unsettled))),
         )
     )

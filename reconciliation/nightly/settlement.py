@@ -24,8 +24,10 @@ import datetime as dt
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -38,6 +40,7 @@ from reconciliation.nightly.findings import CheckResult, Finding
 from reconciliation.nightly.statements import StatementEntry
 from reconciliation.nightly.taxonomy import BreakType, Source
 
+SETTLE_WORKERS = 4
 PAYOUT_FILE_COLUMNS = (
     "payout_id",
     "merchant_id",
@@ -67,7 +70,10 @@ class SettlementLine:
 def settle_all(
     engine: Engine, ledger: Ledger, day: dt.date, tick: Callable[[], None]
 ) -> list[SettlementLine]:
-    """Settle every merchant and operator for `day` (idempotent, see the module doc)."""
+    """Settle every merchant and operator for `day` (idempotent, see the module doc).
+
+    Owners are settled concurrently on PostgreSQL (each settlement is its own transaction
+    and waits mostly on its commit); SQLite has one writer, so one at a time."""
     owners = run_read(
         engine,
         lambda conn: conn.execute(
@@ -76,26 +82,27 @@ def settle_all(
             )
         ).all(),
     )
-    lines = []
-    for owner in owners:
+
+    def one(owner: sa.Row[Any]) -> SettlementLine:
         s = settle(engine, ledger, owner.id, day)
-        lines.append(
-            SettlementLine(
-                owner.id.hex,
-                owner.name,
-                owner.kind,
-                s.transaction_count,
-                s.gross_amount,
-                s.fee_amount,
-                s.refund_amount,
-                s.carried_in,
-                s.net_amount,
-                s.payout_amount,
-                s.transfer_id.hex if s.transfer_id else None,
-            )
-        )
         tick()
-    return lines
+        return SettlementLine(
+            owner.id.hex,
+            owner.name,
+            owner.kind,
+            s.transaction_count,
+            s.gross_amount,
+            s.fee_amount,
+            s.refund_amount,
+            s.carried_in,
+            s.net_amount,
+            s.payout_amount,
+            s.transfer_id.hex if s.transfer_id else None,
+        )
+
+    workers = 1 if engine.dialect.name == "sqlite" else SETTLE_WORKERS
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, owners))
 
 
 def write_payout_file(engine: Engine, day: str, path: Path) -> int:

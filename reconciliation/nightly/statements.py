@@ -10,8 +10,9 @@ Bank statements:
   `Ntry` gives one entry: `Amt` (with `Ccy`, which must be IDR), `CdtDbtInd`, the booking
   date and the payout id from `NtryDtls/TxDtls/Refs/EndToEndId`.
 - A simple CSV: `booking_date,end_to_end_id,amount,direction` (direction DBIT or CRDT).
-Amounts are whole rupiah: "150000" or "150000.00"; anything else is `amount_invalid`
-(never parsed through a float).
+Amounts are whole rupiah in ASCII digits, under 10^15: "150000" or "150000.00"; anything
+else (exponents, signs, other scripts' digits, underscores) is `amount_invalid` (never
+parsed through a float).
 
 Merchant settlement reports (CSV), one or more files per merchant:
 `merchant_id,business_date,terminal_code,terminal_seq,amount`. A row with a terminal_seq
@@ -25,7 +26,6 @@ import csv
 import re
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
 from xml.etree.ElementTree import ParseError
@@ -35,7 +35,8 @@ from defusedxml.ElementTree import parse as parse_xml
 
 CAMT_NAMESPACE = re.compile(r"^\{urn:iso:std:iso:20022:tech:xsd:camt\.053\.001\.\d+\}")
 MAX_INPUT_BYTES = 256 * 1024 * 1024
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_RUPIAH = re.compile(r"([0-9]{1,15})(?:\.0{1,2})?")
 
 
 class InputErrorCode(StrEnum):
@@ -48,6 +49,7 @@ class InputErrorCode(StrEnum):
     DIRECTION_INVALID = "direction_invalid"
     DATE_INVALID = "date_invalid"
     HEADER_INVALID = "header_invalid"
+    ROW_INVALID = "row_invalid"  # a CSV row with too few or too many fields
     ID_INVALID = "id_invalid"
     INPUT_TOO_LARGE = "input_too_large"
     FILE_UNREADABLE = "file_unreadable"
@@ -89,13 +91,12 @@ def _check_size(path: Path) -> None:
 
 
 def rupiah(text: str, path: Path) -> int:
-    try:
-        value = Decimal(text.strip())
-    except InvalidOperation:
-        raise InputError(InputErrorCode.AMOUNT_INVALID, path, text[:32]) from None
-    if not value.is_finite() or value != value.to_integral_value() or value < 0:
+    # A pattern, not Decimal: Decimal reads "1e999999999" (a billion-digit int() that
+    # stalls the job), "1_000" and other scripts' digits.
+    match = _RUPIAH.fullmatch(text.strip())
+    if match is None:
         raise InputError(InputErrorCode.AMOUNT_INVALID, path, text[:32])
-    return int(value)
+    return int(match.group(1))
 
 
 def _date(text: str, path: Path) -> str:
@@ -174,11 +175,14 @@ def read_merchant_reports(directory: Path) -> list[ReportRow]:
             path, ("merchant_id", "business_date", "terminal_code", "terminal_seq", "amount")
         ):
             try:
-                merchant = uuid.UUID(row["merchant_id"].strip()).hex
+                merchant_text = row["merchant_id"].strip()
+                if not merchant_text.isascii():  # int() would read fullwidth hex digits
+                    raise ValueError(merchant_text)
+                merchant = uuid.UUID(merchant_text).hex
             except ValueError:
                 raise InputError(InputErrorCode.ID_INVALID, path, "merchant_id") from None
             seq = row["terminal_seq"].strip()
-            if seq and not seq.isdigit():
+            if seq and not (seq.isascii() and seq.isdigit()):  # "²".isdigit() is True
                 raise InputError(InputErrorCode.ID_INVALID, path, "terminal_seq")
             rows.append(
                 ReportRow(
@@ -200,6 +204,15 @@ def _csv_rows(path: Path, header: tuple[str, ...]) -> list[dict[str, str]]:
             reader = csv.DictReader(f)
             if tuple(reader.fieldnames or ()) != header:
                 raise InputError(InputErrorCode.HEADER_INVALID, path, ",".join(header))
-            return [dict(row) for row in reader]
+            rows = []
+            for row in reader:
+                # DictReader fills a short row with None and keeps a long row's extra
+                # fields under the key None: both are malformed, not values.
+                if None in row or None in row.values():
+                    raise InputError(InputErrorCode.ROW_INVALID, path, f"line {reader.line_num}")
+                rows.append(dict(row))
+            return rows
+    except csv.Error as exc:  # a field past the reader's limit, a stray quote
+        raise InputError(InputErrorCode.ROW_INVALID, path, str(exc)[:80]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(InputErrorCode.FILE_UNREADABLE, path, type(exc).__name__) from None

@@ -469,3 +469,18 @@ def test_fare_capped_agrees_with_the_gates_fare_rules(
         assert fields.fare_capped == (plan.fare < tariff.fare), (plan, tariff)
         assert fields.station == station.name
         journey = plan.journey
+
+
+def test_a_stored_record_the_release_cannot_read_is_refused(
+    engine: Engine, database_url: str, tmp_path: Path
+) -> None:
+    build_small_ledger(engine)
+    ledger = Ledger(engine, clock=day_clock())
+    assert ledger.seal() is not None
+    ct = schema.card_transactions
+    with engine.begin() as conn:
+        sale = conn.execute(sa.select(ct.c.id).where(ct.c.kind == "debit").limit(1)).scalar_one()
+        conn.execute(sa.update(ct).where(ct.c.id == sale).values(journey='{"mode": "ferry"'))
+    result = export(Day(database_url, engine, [], ledger), tmp_path / "out")
+    assert result.exit_code == ExitCode.DATA_INVALID, result.output
+    assert "record_invalid" in result.output and not (tmp_path / "out").exists()

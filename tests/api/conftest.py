@@ -111,6 +111,25 @@ class World:
         made = self.issuer.ok(self.issuer.post("/v1/cards", body), 201)
         return made["id"], card
 
+    def stranger(self) -> Caller:
+        """A merchant key of another merchant, who owns nothing of this world's."""
+        other = self.issuer.ok(
+            self.issuer.post(
+                "/v1/merchants",
+                {
+                    "kind": "merchant",
+                    "name": "Toko Lain",
+                    "mcc": "5411",
+                    "kota": "Jakarta Barat",
+                    "kecamatan": "Grogol Petamburan",
+                    "mdr_bps": 50,
+                },
+            ),
+            201,
+        )
+        made = self.issuer.post("/v1/api-keys", {"scope": "merchant", "merchant_id": other["id"]})
+        return Caller(self.issuer.http, self.issuer.ok(made, 201)["key"])
+
     def load(
         self, card_id: str, card: SimulatedCard, amount: int, terminal: str | None = None
     ) -> dict[str, Any]:

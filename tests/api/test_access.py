@@ -187,32 +187,7 @@ def test_another_owners_objects_answer_404_and_nothing_changes(
     world: World, ctx: ApiContext
 ) -> None:
     ids = objects_of(world, ctx)
-    other_merchant = world.issuer.ok(
-        world.issuer.post(
-            "/v1/merchants",
-            {
-                "kind": "merchant",
-                "name": "Toko Lain",
-                "mcc": "5411",
-                "kota": "Jakarta Barat",
-                "kecamatan": "Grogol Petamburan",
-                "mdr_bps": 50,
-            },
-        ),
-        201,
-    )
-    strangers = [
-        world.operator,
-        Caller(
-            world.issuer.http,
-            world.issuer.ok(
-                world.issuer.post(
-                    "/v1/api-keys", {"scope": "merchant", "merchant_id": other_merchant["id"]}
-                ),
-                201,
-            )["key"],
-        ),
-    ]
+    strangers = [world.operator, world.stranger()]
     before = snapshot(ctx)
     object_routes = [(m, p, s) for m, p, s in routes(world.issuer.http) if PARAM.search(p)]
     covered = set()

@@ -5,6 +5,7 @@ certificate says (purse -> payable and fee revenue)."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -224,3 +225,35 @@ def test_a_retried_submission_replays_its_first_answer_byte_for_byte(world: Worl
     assert retry.content == first.content and retry.headers["Idempotent-Replayed"] == "true"
     other = world.merchant.post("/v1/card-transactions", {**cert, "amount": 1}, key="pos-1-seq-77")
     assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reused")
+
+
+@both_backends
+def test_the_idempotency_record_commits_with_the_transaction_it_answers(
+    world: World, ctx: ApiContext
+) -> None:
+    """The key is claimed and its answer stored in the transaction that posts the debit:
+    once the answer is out, the record holds it (no second commit that could be lost)."""
+    card_id, card = world.issue_card()
+    world.load(card_id, card, 5_000)
+    cert = card.debit(2_000, "POS-1").to_json()
+    posted = world.merchant.post("/v1/card-transactions", cert, key="pos-1-seq-90")
+    assert posted.status_code == 201
+    with ctx.engine.connect() as conn:
+        record = conn.execute(
+            sa.select(schema.idempotency_keys).where(
+                schema.idempotency_keys.c.key == "pos-1-seq-90"
+            )
+        ).one()
+    assert (record.response_status, bytes(record.response_body)) == (201, posted.content)
+    # A quarantined answer (422) is stored too, and replayed to a retry.
+    forged = {**card.debit(1_000, "POS-1").to_json(), "amount": 1}
+    first = world.merchant.post("/v1/card-transactions", forged, key="pos-1-seq-91")
+    retry = world.merchant.post("/v1/card-transactions", forged, key="pos-1-seq-91")
+    assert (first.status_code, first.json()["code"]) == (422, "mac_invalid")
+    assert retry.content == first.content and retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.headers["Content-Type"].startswith("application/problem+json")
+    assert len(quarantined(ctx)) == 1
+    assert balances(ctx, world, card_id)["card"] == 3_000
+    # Each went through the coalescer, which reports how many shared a transaction.
+    metrics = world.merchant.http.get("/metrics").text
+    assert re.search(r"^jakartaone_coalesced_submissions_count [1-9]", metrics, re.MULTILINE)

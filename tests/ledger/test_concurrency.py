@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import time
 import uuid
 from collections import Counter
 
@@ -19,6 +20,7 @@ from ledger import (
     NewAccount,
     ResultCode,
     Transfer,
+    db,
     make_engine,
     run_read,
 )
@@ -126,3 +128,23 @@ def test_a_lost_connection_is_retried_not_reported(engine: Engine, database_url:
     assert ledger.submit([transfer])[0].code is ResultCode.OK
     assert ledger.get_account(b).credits_posted == 1_000  # type: ignore[union-attr]
     fragile.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_connection_lost_while_idle_is_replaced_before_a_read_uses_it(
+    engine: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads are not retried; a pooled connection that sat idle is pinged at checkout, so
+    one the database dropped meanwhile never reaches them."""
+    monkeypatch.setattr(db, "IDLE_PING_S", 0.05)
+    pooled = make_engine(database_url, pool_size=1, max_overflow=0)
+    ledger = Ledger(pooled)
+    a = uuid.uuid4()
+    ledger.create_accounts([NewAccount(a, AccountKind.SUSPENSE)])
+    with pooled.connect() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    with engine.connect() as admin:
+        admin.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+    time.sleep(0.1)
+    assert ledger.get_account(a) is not None
+    pooled.dispose()

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from jakartaone.cli import main
 from reconciliation.nightly.taxonomy import ExitCode
-from tests.reconciliation.test_scenarios import shop_day
+from tests.reconciliation.test_scenarios import gap_day, shop_day
 from tests.reconciliation.world import CARD_KEYS, ROOT_KEY, World
 
 CHROMIUM = "/usr/bin/chromium"
@@ -46,11 +46,11 @@ def _run(world: World, out: Path, *extra: str) -> tuple[int, str]:
 
 def test_exit_codes_and_outputs(world: World, tmp_path: Path) -> None:
     _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
     code, output = _run(world, tmp_path)
     assert code == ExitCode.AGREED, output
-    card.debit(1_000, "POS-1", 2, world.seconds)  # type: ignore[attr-defined]
-    world.submit(card.debit(1_000, "POS-1", 3, world.seconds))  # type: ignore[attr-defined]
+    card.debit(1_000, "POS-1", 2, world.seconds)
+    world.submit(card.debit(1_000, "POS-1", 3, world.seconds))
     code, output = _run(world, tmp_path)
     assert code == ExitCode.BREAKS, output
     report = json.loads((tmp_path / f"report-{world.day}.json").read_text())
@@ -66,10 +66,7 @@ def test_exit_codes_and_outputs(world: World, tmp_path: Path) -> None:
     reason="headless Chromium (Debian package chromium) is not installed",
 )
 def test_report_renders_offline_in_chromium(world: World, tmp_path: Path) -> None:
-    _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
-    card.debit(1_000, "POS-1", 2, world.seconds)  # type: ignore[attr-defined]
-    world.submit(card.debit(1_000, "POS-1", 3, world.seconds))  # type: ignore[attr-defined]
+    gap_day(world)
     _run(world, tmp_path)
     page = tmp_path / f"report-{world.day}.html"
     text = page.read_text()

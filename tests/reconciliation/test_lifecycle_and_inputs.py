@@ -3,27 +3,28 @@ hostile XML."""
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from ledger import run_read
-from merchant_api import schema
+from ledger import Transfer, run_read
+from merchant_api import chart, schema
+from reconciliation.nightly import breaks as lifecycle
+from reconciliation.nightly.schema import recon_breaks
 from reconciliation.nightly.statements import InputError, InputErrorCode, read_camt053
 from reconciliation.nightly.taxonomy import ExitCode
 from tests.conftest import both_backends
-from tests.reconciliation.test_scenarios import breaks, night, shop_day
-from tests.reconciliation.world import World
+from tests.reconciliation.test_scenarios import breaks, gap_day, night, shop_day
+from tests.reconciliation.world import Card, World
 
 
 @both_backends
 def test_late_certificate_auto_resolves_the_gap(world: World, tmp_path: Path) -> None:
-    _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
-    late = card.debit(1_000, "POS-1", 2, world.seconds)  # type: ignore[attr-defined]
-    world.submit(card.debit(1_000, "POS-1", 3, world.seconds))  # type: ignore[attr-defined]
+    _, late = gap_day(world)
     assert night(world, tmp_path).exit_code is ExitCode.BREAKS
     assert breaks(world) == Counter({("COUNTER_GAP", "NEW"): 1})
     world.next_day()
@@ -34,15 +35,12 @@ def test_late_certificate_auto_resolves_the_gap(world: World, tmp_path: Path) ->
 
 
 def test_a_break_that_survives_a_night_is_open(world: World, tmp_path: Path) -> None:
-    _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
-    card.debit(1_000, "POS-1", 2, world.seconds)  # type: ignore[attr-defined]
-    world.submit(card.debit(1_000, "POS-1", 3, world.seconds))  # type: ignore[attr-defined]
+    card, _ = gap_day(world)
     night(world, tmp_path)
     night(world, tmp_path)  # the same night again changes nothing
     assert breaks(world) == Counter({("COUNTER_GAP", "NEW"): 1})
     world.next_day()
-    world.submit(card.debit(1_000, "POS-1", 4, world.seconds))  # type: ignore[attr-defined]
+    world.submit(card.debit(1_000, "POS-1", 4, world.seconds))
     night(world, tmp_path)
     assert breaks(world) == Counter({("COUNTER_GAP", "OPEN"): 1})
 
@@ -54,7 +52,7 @@ def _payouts(world: World) -> list[sa.Row[tuple[object, ...]]]:
 @both_backends
 def test_settlement_equals_the_ledger_and_the_bank_pays_it(world: World, tmp_path: Path) -> None:
     _, card = shop_day(world)
-    world.submit(card.debit(20_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    world.submit(card.debit(20_000, "POS-1", 1, world.seconds))
     first = night(world, tmp_path)
     assert first.exit_code is ExitCode.AGREED
     (payout,) = _payouts(world)
@@ -71,7 +69,7 @@ def test_settlement_equals_the_ledger_and_the_bank_pays_it(world: World, tmp_pat
 
 def test_bank_breaks(world: World, tmp_path: Path) -> None:
     _, card = shop_day(world)
-    world.submit(card.debit(20_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    world.submit(card.debit(20_000, "POS-1", 1, world.seconds))
     night(world, tmp_path)
     (payout,) = _payouts(world)
     world.next_day()
@@ -90,11 +88,11 @@ def test_bank_breaks(world: World, tmp_path: Path) -> None:
 
 def test_merchant_report_one_to_one_and_one_to_many(world: World, tmp_path: Path) -> None:
     shop, card = shop_day(world)
-    world.terminal(shop, "POS-2")  # type: ignore[arg-type]
+    world.terminal(shop, "POS-2")
     for seq in (1, 2):
-        world.submit(card.debit(5_000, "POS-1", seq, world.seconds))  # type: ignore[attr-defined]
+        world.submit(card.debit(5_000, "POS-1", seq, world.seconds))
     for seq in (1, 2):
-        world.submit(card.debit(3_000, "POS-2", seq, world.seconds))  # type: ignore[attr-defined]
+        world.submit(card.debit(3_000, "POS-2", seq, world.seconds))
     reports = tmp_path / "reports"
     reports.mkdir()
     header = "merchant_id,business_date,terminal_code,terminal_seq,amount\n"
@@ -120,41 +118,46 @@ def test_merchant_report_one_to_one_and_one_to_many(world: World, tmp_path: Path
     )
 
 
-def test_unresolved_load_then_card_evidence_posts_it(world: World, tmp_path: Path) -> None:
-    import uuid
-
-    from ledger import Transfer
-    from merchant_api import chart
-
-    _, card = shop_day(world)
-    load_id = uuid.uuid4()
-    world.post(
-        Transfer.simple(
-            load_id,
-            chart.ISSUER_FLOAT,
-            card.purse,
-            10_000,
-            "load",
-            pending=True,  # type: ignore[attr-defined]
-        )
+def _load_status(world: World, load_id: uuid.UUID) -> str:
+    return run_read(
+        world.engine,
+        lambda c: c.execute(
+            sa.select(schema.loads.c.status).where(schema.loads.c.id == load_id)
+        ).scalar_one(),
     )
-    now = world.tick()
-    with world.engine.begin() as conn:
-        conn.execute(
-            sa.insert(schema.loads).values(
-                id=load_id,
-                card_id=card.id,  # type: ignore[attr-defined]
-                amount=10_000,
-                channel="bank_transfer",
-                card_counter=0,
-                month=str(world.day)[:7],
-                api_key_id=world.api_key,
-                business_date=str(world.day),
-                created_us=now,
-            )
-        )
+
+
+def test_unresolved_load_settled_by_the_cards_later_credit(world: World, tmp_path: Path) -> None:
+    _, card = shop_day(world)
+    load_id = world.pending_load(card, 10_000)
     night(world, tmp_path)
     assert breaks(world) == Counter({("UNRESOLVED_LOAD", "NEW"): 1})
+    world.next_day()
+    assert world.submit(card.credit(10_000, "POS-1", 1, world.seconds)) == ["posted"]
+    assert night(world, tmp_path).exit_code is ExitCode.AGREED
+    assert breaks(world) == Counter({("UNRESOLVED_LOAD", "AUTO_RESOLVED"): 1})
+    assert _load_status(world, load_id) == "posted"
+
+
+def test_a_load_the_card_never_took_is_voided_from_its_evidence(
+    world: World, tmp_path: Path
+) -> None:
+    _, card = shop_day(world)
+    load_id = world.pending_load(card, 10_000)
+    stale = card.debit(1_000, "POS-1", 1, world.seconds)  # signed before the load was known
+    with world.engine.begin() as conn:  # recorded without the API's load settlement
+        conn.execute(
+            sa.update(schema.loads).where(schema.loads.c.id == load_id).values(card_counter=-1)
+        )
+    world.submit(stale)
+    with world.engine.begin() as conn:
+        conn.execute(
+            sa.update(schema.loads).where(schema.loads.c.id == load_id).values(card_counter=0)
+        )
+    result = night(world, tmp_path)
+    assert result.summary["loads_settled_by_evidence"] == 1
+    assert _load_status(world, load_id) == "voided"
+    assert breaks(world) == Counter()
 
 
 CAMT_HEAD = (
@@ -204,19 +207,18 @@ def test_fractional_rupiah_is_refused(tmp_path: Path) -> None:
     assert info.value.code is InputErrorCode.AMOUNT_INVALID
 
 
-def test_resolved_by_a_compensating_transfer_then_closed(world: World, tmp_path: Path) -> None:
-    import uuid
-
-    from ledger import Transfer
-    from merchant_api import chart
-    from reconciliation.nightly import breaks as lifecycle
-    from reconciliation.nightly.schema import recon_breaks
-
+def _shadow_break(world: World, tmp_path: Path) -> tuple[Card, Any]:
+    """A stray posting into a purse, found as SHADOW_BALANCE_MISMATCH; (card, its break)."""
     _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
-    world.post(Transfer.simple(uuid.uuid4(), chart.SUSPENSE, card.purse, 700, "adjustment"))  # type: ignore[attr-defined]
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
+    world.post(Transfer.simple(uuid.uuid4(), chart.SUSPENSE, card.purse, 700, "adjustment"))
     night(world, tmp_path)
     (row,) = run_read(world.engine, lambda c: c.execute(sa.select(recon_breaks)).all())
+    return card, row
+
+
+def test_resolved_by_a_compensating_transfer_then_closed(world: World, tmp_path: Path) -> None:
+    card, row = _shadow_break(world, tmp_path)
     assert (row.break_type, row.ledger_amount, row.external_amount) == (
         "SHADOW_BALANCE_MISMATCH",
         99_700,
@@ -231,7 +233,7 @@ def test_resolved_by_a_compensating_transfer_then_closed(world: World, tmp_path:
         card.purse,
         chart.SUSPENSE,
         700,
-        "break_fix",  # type: ignore[attr-defined]
+        "break_fix",
         metadata={"break_id": str(row.id)},
     )
     lifecycle.resolve(world.engine, world.ledger, row.id, fix, "reversed the stray posting")
@@ -251,19 +253,8 @@ def test_resolved_by_a_compensating_transfer_then_closed(world: World, tmp_path:
 
 
 def test_a_refused_compensating_transfer_resolves_nothing(world: World, tmp_path: Path) -> None:
-    import uuid
-
-    from ledger import Transfer
-    from merchant_api import chart
-    from reconciliation.nightly import breaks as lifecycle
-    from reconciliation.nightly.schema import recon_breaks
-
-    _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
-    world.post(Transfer.simple(uuid.uuid4(), chart.SUSPENSE, card.purse, 700, "adjustment"))  # type: ignore[attr-defined]
-    night(world, tmp_path)
-    (row,) = run_read(world.engine, lambda c: c.execute(sa.select(recon_breaks)).all())
-    overdraw = Transfer.simple(uuid.uuid4(), card.purse, chart.SUSPENSE, 10**9, "break_fix")  # type: ignore[attr-defined]
+    card, row = _shadow_break(world, tmp_path)
+    overdraw = Transfer.simple(uuid.uuid4(), card.purse, chart.SUSPENSE, 10**9, "break_fix")
     with pytest.raises(lifecycle.BreakTransitionError) as refused:
         lifecycle.resolve(world.engine, world.ledger, row.id, overdraw, "wrong amount")
     assert refused.value.code == "compensating_transfer_refused"
@@ -273,7 +264,7 @@ def test_a_refused_compensating_transfer_resolves_nothing(world: World, tmp_path
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_writer_left_open_postpones_the_seal(world: World, tmp_path: Path) -> None:
     _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
     with world.engine.connect() as blocker:
         blocker.exec_driver_sql("SELECT pg_current_xact_id()")  # holds a transaction id
         result = night(world, tmp_path)

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from ledger import run_read
+from card_reader.certificate import Certificate, Journey, JourneyAction, TransitMode
+from ledger import Transfer, run_read
+from merchant_api import chart, schema
 from reconciliation.nightly.job import NightlyConfig, NightlyResult, run_nightly
 from reconciliation.nightly.schema import recon_breaks
 from reconciliation.nightly.taxonomy import ExitCode
 from tests.conftest import both_backends
-from tests.reconciliation.world import World
+from tests.reconciliation.world import Card, World
 
 
 def night(world: World, out: Path, **options: object) -> NightlyResult:
-    config = NightlyConfig(day=world.day, out_dir=out, progress=False, **options)  # type: ignore[arg-type]
+    config = NightlyConfig(day=world.day, out_dir=out, progress=False, **options)
     return run_nightly(world.engine, world.ledger, world.ctx.card_keys, world.secrets, config)
 
 
@@ -31,18 +34,27 @@ def breaks(world: World) -> Counter[tuple[str, str]]:
     return Counter((r.break_type, r.status) for r in rows)
 
 
-def shop_day(world: World) -> tuple[object, object]:
+def shop_day(world: World) -> tuple[uuid.UUID, Card]:
     shop = world.merchant("Warung Sari")
     world.terminal(shop, "POS-1")
     card = world.card(100_000)
     return shop, card
 
 
+def gap_day(world: World) -> tuple[Card, Certificate]:
+    """A card whose certificate at counter 2 was never uploaded (returned, for later)."""
+    _, card = shop_day(world)
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
+    late = card.debit(1_000, "POS-1", 2, world.seconds)
+    world.submit(card.debit(1_000, "POS-1", 3, world.seconds))
+    return card, late
+
+
 @both_backends
 def test_a_clean_day_agrees_and_settles_once(world: World, tmp_path: Path) -> None:
     _, card = shop_day(world)
     for seq in (1, 2, 3):
-        assert world.submit(card.debit(10_000, "POS-1", seq, world.seconds)) == ["posted"]  # type: ignore[attr-defined]
+        assert world.submit(card.debit(10_000, "POS-1", seq, world.seconds)) == ["posted"]
     first = night(world, tmp_path)
     assert first.exit_code is ExitCode.AGREED, first.summary
     assert breaks(world) == Counter()
@@ -51,68 +63,60 @@ def test_a_clean_day_agrees_and_settles_once(world: World, tmp_path: Path) -> No
     again = night(world, tmp_path)
     assert again.exit_code is ExitCode.AGREED
     assert again.summary["settlement"] == first.summary["settlement"]
+    settled = world.ledger.transfers(kind="settlement")
+    assert [sum(p.amount for p in t.postings if p.amount > 0) for t in settled] == [29_700]
     assert (tmp_path / f"report-{world.day}.html").exists()
 
 
 def _gap(world: World) -> None:
-    _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
-    card.debit(1_000, "POS-1", 2, world.seconds)  # type: ignore[attr-defined]  # never uploaded
-    world.submit(card.debit(1_000, "POS-1", 3, world.seconds))  # type: ignore[attr-defined]
+    gap_day(world)
 
 
 def _chain(world: World) -> None:
     _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
-    card.balance += 5_000  # type: ignore[attr-defined]  # a tampered purse
-    world.submit(card.debit(1_000, "POS-1", 2, world.seconds))  # type: ignore[attr-defined]
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
+    card.balance += 5_000  # a tampered purse
+    world.submit(card.debit(1_000, "POS-1", 2, world.seconds))
     world.post(_adjust(world, card, 5_000))
 
 
 def _regression(world: World) -> None:
     _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
-    world.submit(card.debit(1_000, "POS-1", 2, world.seconds - 3600))  # type: ignore[attr-defined]
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
+    world.submit(card.debit(1_000, "POS-1", 2, world.seconds - 3600))
 
 
 def _duplicate(world: World) -> None:
     _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
-    card.counter -= 1  # type: ignore[attr-defined]  # a clone spends the same counter
-    card.balance += 1_000  # type: ignore[attr-defined]
-    assert world.submit(card.debit(2_000, "POS-1", 2, world.seconds)) == ["conflicting_duplicate"]  # type: ignore[attr-defined]
-    card.balance += 2_000 - 1_000  # type: ignore[attr-defined]
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
+    card.counter -= 1  # a clone spends the same counter
+    card.balance += 1_000
+    assert world.submit(card.debit(2_000, "POS-1", 2, world.seconds)) == ["conflicting_duplicate"]
+    card.balance += 2_000 - 1_000
 
 
 def _bad_mac(world: World) -> None:
     _, card = shop_day(world)
-    cert = card.debit(1_000, "POS-1", 1, world.seconds)  # type: ignore[attr-defined]
+    cert = card.debit(1_000, "POS-1", 1, world.seconds)
     forged = type(cert)(**{**{f: getattr(cert, f) for f in cert.__slots__}, "mac": bytes(16)})
     assert world.submit(forged) == ["mac_invalid"]
 
 
 def _edited(world: World) -> None:
     _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
-    from merchant_api import schema
-
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
     with world.engine.begin() as conn:
         conn.execute(sa.update(schema.card_transactions).values(terminal_seq=99))
 
 
 def _shadow(world: World) -> None:
     _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
     world.post(_adjust(world, card, 700))
 
 
-def _adjust(world: World, card: object, amount: int) -> object:
-    import uuid
-
-    from ledger import Transfer
-    from merchant_api import chart
-
-    return Transfer.simple(uuid.uuid4(), chart.SUSPENSE, card.purse, amount, "adjustment")  # type: ignore[attr-defined]
+def _adjust(world: World, card: Card, amount: int) -> Transfer:
+    return Transfer.simple(uuid.uuid4(), chart.SUSPENSE, card.purse, amount, "adjustment")
 
 
 def _missing_batch(world: World) -> None:
@@ -123,8 +127,6 @@ def _missing_batch(world: World) -> None:
 
 
 def _unfinished(world: World) -> None:
-    from card_reader.certificate import Journey, JourneyAction, TransitMode
-
     operator = world.merchant("MRT Jakarta", kind="operator")
     world.terminal(operator, "GATE-1", kind="gate")
     card = world.card(50_000)
@@ -167,26 +169,21 @@ def test_an_edited_record_fails_its_mac(world: World, tmp_path: Path) -> None:
 
 
 def _records_missing_external(world: World) -> None:
-    import uuid
-
-    from ledger import Transfer
-    from merchant_api import chart
-
     shop, card = shop_day(world)
-    payable = chart.payable_account(shop, operator=False).id  # type: ignore[arg-type]
-    world.post(Transfer.simple(uuid.uuid4(), card.purse, payable, 1_000, "card_debit"))  # type: ignore[attr-defined]
-    card.balance -= 1_000  # type: ignore[attr-defined]  # the card did spend it; no record came
+    payable = chart.payable_account(shop, operator=False).id
+    world.post(Transfer.simple(uuid.uuid4(), card.purse, payable, 1_000, "card_debit"))
+    card.balance -= 1_000  # the card did spend it; no record came
 
 
 def _quarantined(world: World) -> None:
     _, card = shop_day(world)
-    assert world.submit(card.debit(1_000, "POS-404", 1, world.seconds)) == ["terminal_unknown"]  # type: ignore[attr-defined]
+    assert world.submit(card.debit(1_000, "POS-404", 1, world.seconds)) == ["terminal_unknown"]
 
 
 def _duplicate_ledger(world: World, reports: Path) -> None:
     shop, card = shop_day(world)
     other = world.card(10_000)
-    world.submit(card.debit(1_000, "POS-1", 7, world.seconds))  # type: ignore[attr-defined]
+    world.submit(card.debit(1_000, "POS-1", 7, world.seconds))
     world.submit(other.debit(2_000, "POS-1", 7, world.seconds))
     (reports / "r.csv").write_text(
         "merchant_id,business_date,terminal_code,terminal_seq,amount\n"
@@ -202,9 +199,7 @@ def test_records_without_a_record_are_missing_in_external(world: World, tmp_path
 
 def test_a_record_edited_in_amount_disagrees_with_the_ledger(world: World, tmp_path: Path) -> None:
     _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
-    from merchant_api import schema
-
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
     with world.engine.begin() as conn:
         conn.execute(sa.update(schema.card_transactions).values(amount=900))
     night(world, tmp_path)
@@ -215,12 +210,8 @@ def test_a_record_edited_in_amount_disagrees_with_the_ledger(world: World, tmp_p
 
 
 def test_a_record_whose_transfer_is_missing(world: World, tmp_path: Path) -> None:
-    import uuid
-
-    from merchant_api import schema
-
     _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
     with world.engine.begin() as conn:
         conn.execute(sa.update(schema.card_transactions).values(transfer_id=uuid.uuid4()))
     night(world, tmp_path)
@@ -246,7 +237,7 @@ def test_duplicate_ledger(world: World, tmp_path: Path) -> None:
 
 def test_ledger_invariant_broken(world: World, tmp_path: Path) -> None:
     _, card = shop_day(world)
-    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))  # type: ignore[attr-defined]
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
     with world.engine.begin() as conn:  # an edit behind the ledger's back (SQLite)
         conn.exec_driver_sql("DROP TRIGGER trg_transfers_no_update")
         conn.exec_driver_sql("UPDATE transfers SET metadata = '{\"edited\": 1}'")

@@ -26,9 +26,9 @@ from ledger import Ledger, Transfer, run_write
 from merchant_api import chart, schema
 from merchant_api.context import ApiContext
 from merchant_api.crypto import ApiSecrets
-from merchant_api.services.certificates import Caller, accept, parse
+from merchant_api.services.certificates import Caller, Source, accept, parse
 from merchant_api.wib import day_bounds_us
-from reconciliation.nightly.job import SERIAL_PURPOSE
+from reconciliation.nightly.cards import SERIAL_PURPOSE
 
 CARD_KEYS = BackOfficeKeys.from_hex("11" * 16, "22" * 16)
 ROOT_KEY = b"\x07" * 32
@@ -64,6 +64,21 @@ class Card:
             terminal_seq=seq,
             timestamp=at,
             journey=journey,
+        )
+
+    def credit(self, amount: int, terminal: str, seq: int, at: int) -> Certificate:
+        """The card's receipt for a load (the cryptogram check is the card's, not tested here)."""
+        self.balance += amount
+        self.counter += 1
+        return self.sign(
+            counter=self.counter,
+            kind=TransactionKind.CREDIT,
+            amount=amount,
+            balance_after=self.balance,
+            terminal_id=terminal,
+            terminal_seq=seq,
+            timestamp=at,
+            journey=None,
         )
 
 
@@ -165,11 +180,36 @@ class World:
             self.post(Transfer.simple(uuid.uuid4(), chart.ISSUER_FLOAT, purse.id, balance, "load"))
         return Card(card_id, serial, purse.id, balance)
 
+    def pending_load(self, card: Card, amount: int) -> uuid.UUID:
+        """A load the issuer authorized at the card's current counter, not yet confirmed."""
+        load_id = uuid.uuid4()
+        self.post(
+            Transfer.simple(load_id, chart.ISSUER_FLOAT, card.purse, amount, "load", pending=True)
+        )
+        now = self.tick()
+        run_write(
+            self.engine,
+            lambda conn: conn.execute(
+                sa.insert(schema.loads).values(
+                    id=load_id,
+                    card_id=card.id,
+                    amount=amount,
+                    channel="bank_transfer",
+                    card_counter=card.counter,
+                    month=str(self.day)[:7],
+                    api_key_id=self.api_key,
+                    business_date=str(self.day),
+                    created_us=now,
+                )
+            ),
+        )
+        return load_id
+
     def post(self, transfer: Transfer) -> None:
         result = self.ledger.submit([transfer])[0]
         assert result.code.succeeded, result.code
 
-    def submit(self, *certs: Certificate, source: str = "api") -> list[str]:
+    def submit(self, *certs: Certificate, source: Source = "api") -> list[str]:
         """Accept certificates as the API does, at the world's clock; the outcomes."""
         items = [parse(self.ctx, cert.to_json()) for cert in certs]
         now = self.tick()

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from ledger import make_engine, queries
 from ledger import schema as ledger_schema
-from merchant_api import schema
+from merchant_api import idempotency, schema
 from tests.api.cards import SimulatedCard
 from tests.api.live import BIN
 
@@ -436,9 +436,13 @@ def reconcile(database_url: str, fleet: Fleet, log: ClientLog) -> Reconciliation
     for refund_id in refunds:
         if refund_id not in log.refunds:
             duplicated.append(f"refund {refund_id} never acknowledged")
-    unstored = [key for key in open_claims if key in log.acknowledged]
+    # The database keeps each Idempotency-Key as its digest.
+    acknowledged = {idempotency.stored_key(key): key for key in log.acknowledged}
+    unstored = [acknowledged[key] for key in open_claims if key in acknowledged]
     half += [
-        f"Idempotency-Key {key}: no final answer" for key in open_claims if key not in unstored
+        f"Idempotency-Key digest {key}: no final answer"
+        for key in open_claims
+        if key not in acknowledged
     ]
     for card_id, card in fleet.cards:
         if balances.get(card_id, 0) != card.balance:

@@ -107,6 +107,9 @@ def valid_bodies(world: World, ids: dict[str, str]) -> dict[str, Any]:
         "/v1/api-keys": {"scope": "analyst", "name": "dashboards"},
         "/v1/api-keys/{api_key_id}/revoke": {},
         "/v1/cards": {"serial": SimulatedCard().serial_hex, "registered": False},
+        "/v1/card-batches": {
+            "cards": [{"serial": SimulatedCard().serial_hex, "first_load": 10_000}]
+        },
         "/v1/cards/{card_id}/register": {"holder_reference": "kyc-0001"},
         "/v1/cards/{card_id}/block": {"reason": "lost"},
         "/v1/cards/{card_id}/unblock": {},

@@ -50,28 +50,6 @@ def admitted(op: Operation, scope: Scope, client: TestClient[Any]) -> bool:
     return scope in route.opt["scopes"]
 
 
-def stranger(world: World) -> Caller:
-    """A merchant key of another merchant, who owns nothing of the world's merchant."""
-    other = world.issuer.ok(
-        world.issuer.post(
-            "/v1/merchants",
-            {
-                "kind": "merchant",
-                "name": "Toko Lain",
-                "mcc": "5411",
-                "kota": "Jakarta Barat",
-                "kecamatan": "Grogol Petamburan",
-                "mdr_bps": 50,
-            },
-        ),
-        201,
-    )
-    key = world.issuer.ok(
-        world.issuer.post("/v1/api-keys", {"scope": "merchant", "merchant_id": other["id"]}), 201
-    )["key"]
-    return Caller(world.issuer.http, key)
-
-
 def test_no_object_route_serves_another_owners_object(
     world: World, ctx: ApiContext, client: TestClient[Any]
 ) -> None:
@@ -81,7 +59,7 @@ def test_no_object_route_serves_another_owners_object(
     succeed for the owner; nothing changes."""
     ids = objects_of(world, ctx)
     bodies = valid_bodies(world, ids)
-    strangers = {Scope.MERCHANT: stranger(world), Scope.GATE_OPERATOR: world.operator}
+    strangers = {Scope.MERCHANT: world.stranger(), Scope.GATE_OPERATOR: world.operator}
     before = snapshot(ctx.engine)
     object_routes = [op for op in operations(client) if op.params]
     assert len(object_routes) >= 20
@@ -115,7 +93,7 @@ def test_filters_and_bodies_naming_another_owners_objects_reveal_nothing(
     webhook for their account, a load through another agent) is refused and changes
     nothing."""
     ids = objects_of(world, ctx)
-    other = stranger(world)
+    other = world.stranger()
     for op in operations(client):
         if op.method != "GET" or op.params or op.path in SHARED_LISTS:
             continue

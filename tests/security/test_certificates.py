@@ -19,6 +19,8 @@ from merchant_api import schema
 from merchant_api.context import ApiContext
 from tests.api.cards import SimulatedCard
 from tests.api.conftest import World
+from tests.api.test_gate_batches import upload
+from tests.api.test_loads_and_refunds import start_load
 from tests.conftest import both_backends
 from tests.security.api import assert_problem
 
@@ -118,20 +120,7 @@ def test_replays_and_clones_never_post_twice(world: World, ctx: ApiContext) -> N
         again = submit(world, genuine.to_json())
         assert again.status_code == 200 and again.json()["id"] == posted["id"]
     # Replayed inside a batch as a forwarded certificate: a duplicate, not a second sale.
-    batch_id = str(uuid.uuid4())
-    batch = world.operator.ok(
-        world.operator.post(
-            "/v1/gate-batches",
-            {
-                "batch_id": batch_id,
-                "terminal_id": "GATE-1",
-                "first_terminal_seq": 0,
-                "last_terminal_seq": 0,
-                "certificates": [genuine.to_json()],
-            },
-            key=batch_id,
-        )
-    )
+    batch = world.operator.ok(upload(world.operator, "GATE-1", [genuine.to_json()]))
     assert [i["outcome"] for i in batch["items"]] == ["duplicate"]
     assert money(ctx) == before
     expect_refused(world, ctx, genuine.to_json(), "terminal_not_owned", as_operator=True)
@@ -160,19 +149,7 @@ def test_certificates_of_a_terminal_the_caller_does_not_own_are_refused(
     before = money(ctx)
     tap = card.debit(1_000, "GATE-1", terminal_seq=7)
     batch_id = str(uuid.uuid4())
-    answer = world.merchant.ok(
-        world.merchant.post(
-            "/v1/gate-batches",
-            {
-                "batch_id": batch_id,
-                "terminal_id": "GATE-1",
-                "first_terminal_seq": 7,
-                "last_terminal_seq": 7,
-                "certificates": [tap.to_json()],
-            },
-            key=batch_id,
-        )
-    )
+    answer = world.merchant.ok(upload(world.merchant, "GATE-1", [tap.to_json()], batch_id))
     assert [(i["outcome"], i["reason"]) for i in answer["items"]] == [
         ("quarantined", "terminal_not_owned")
     ]
@@ -183,21 +160,6 @@ def test_certificates_of_a_terminal_the_caller_does_not_own_are_refused(
     ]
     # The owner of the gate can still upload it.
     assert world.operator.ok(world.operator.post("/v1/card-transactions", tap.to_json()), 201)
-
-
-def start_load(world: World, card_id: str, card: SimulatedCard, amount: int) -> dict[str, Any]:
-    return world.issuer.ok(
-        world.issuer.post(
-            "/v1/loads",
-            {
-                "card_id": card_id,
-                "amount": amount,
-                "channel": "bank_transfer",
-                "card_counter": card.counter,
-            },
-        ),
-        201,
-    )
 
 
 def test_load_cryptograms_cannot_be_replayed_or_retargeted(world: World, ctx: ApiContext) -> None:

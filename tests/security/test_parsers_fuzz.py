@@ -52,7 +52,7 @@ from tests.card.conftest import AUTH_MASTER, new_state
 from tests.card.strategies import certificates
 from tests.security.strategies import json_values, mutated_bytes, mutated_json, nested
 
-FUZZ = settings(max_examples=150, deadline=None, database=None)
+FUZZ = settings(max_examples=100, deadline=None, database=None)
 REASONS = {reason.value for reason in CertificateFormatReason}
 
 SAMPLE = Certificate(
@@ -237,7 +237,7 @@ VALID_RECORDS = [
 
 
 @settings(
-    max_examples=200,
+    max_examples=100,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
