@@ -41,7 +41,8 @@ from tests.security.api import (
 )
 from tests.security.strategies import HOSTILE_TEXT, json_values, mutated_json, nested
 
-pytestmark = pytest.mark.postgres
+# One server (one database) for the module: its tests stay in one xdist worker.
+pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("security-bad-input")]
 
 
 @dataclass

@@ -29,7 +29,8 @@ from tests.api.live import (
 from tests.api.test_schemathesis import CHECKS, headers, run_every_operation
 from tests.security.api import assert_problem
 
-pytestmark = pytest.mark.postgres
+# One server (one database) for the module: its tests stay in one xdist worker.
+pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("security-live")]
 GENERATED_CASES = 1_000
 
 
