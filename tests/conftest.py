@@ -25,6 +25,7 @@ BACKENDS = ("sqlite", "postgresql")
 PCSC_USERS = ("tests/card/test_pcsc.py", "tests/card/test_cli.py", "tests/demo/")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.nodeid.startswith(PCSC_USERS):

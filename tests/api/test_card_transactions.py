@@ -16,6 +16,7 @@ from card_reader.certificate import Journey, JourneyAction, TransitMode
 from ledger import Ledger
 from merchant_api import chart, schema
 from merchant_api.context import ApiContext
+from merchant_api.idempotency import stored_key
 from tests.api.cards import SimulatedCard
 from tests.api.conftest import TEST_ROOT_KEY, World
 from tests.conftest import both_backends
@@ -241,7 +242,7 @@ def test_the_idempotency_record_commits_with_the_transaction_it_answers(
     with ctx.engine.connect() as conn:
         record = conn.execute(
             sa.select(schema.idempotency_keys).where(
-                schema.idempotency_keys.c.key == "pos-1-seq-90"
+                schema.idempotency_keys.c.key == stored_key("pos-1-seq-90")
             )
         ).one()
     assert (record.response_status, bytes(record.response_body)) == (201, posted.content)
