@@ -19,12 +19,13 @@ import sqlalchemy as sa
 from litestar.testing import TestClient
 
 from card_reader import certificate as card_certificate
+from card_reader.certificate import Certificate
 from merchant_api import crypto, schema
 from merchant_api.app import create_app
 from merchant_api.auth import Scope
 from merchant_api.context import ApiContext
 from merchant_api.wib import now_us
-from tests.api.cards import SimulatedCard
+from tests.api.cards import TEST_CARD_KEYS, SimulatedCard
 from tests.api.conftest import Caller, World, make_context, make_key
 from tests.api.test_access import objects_of
 from tests.security.api import Operation, assert_problem, operations, snapshot, valid_bodies
@@ -198,19 +199,23 @@ def test_secrets_are_compared_in_constant_time() -> None:
     """Promise: API key secrets, certificate MACs and load cryptograms are compared with
     hmac.compare_digest (checked on the code path itself), and no source file compares a
     MAC, secret, cryptogram, signature or token with == or !=."""
-    real = hmac.compare_digest
-    with mock.patch("hmac.compare_digest", side_effect=real) as compare:
+    # Each module's own `hmac` is wrapped, so other threads' comparisons are not counted.
+    with (
+        mock.patch.object(crypto, "hmac", wraps=hmac) as api_hmac,
+        mock.patch.object(card_certificate, "hmac", wraps=hmac) as card_hmac,
+    ):
         token = crypto.new_api_key()
         _, secret = crypto.split_api_key(token.token) or ("", "")
         assert crypto.secret_matches(secret, token.secret_hash)
         assert not crypto.secret_matches(secret[:-1] + "A", token.secret_hash)
-        assert compare.call_count == 2
+        assert api_hmac.compare_digest.call_count == 2
         card = SimulatedCard(balance=100)
         cert = card.debit(10, "POS-1")
-        from tests.api.cards import TEST_CARD_KEYS
-
         assert card_certificate.verify_certificate(cert, TEST_CARD_KEYS)
-        assert compare.call_count == 3
+        assert not card_certificate.verify_certificate(
+            Certificate.from_json({**cert.to_json(), "amount": 9}), TEST_CARD_KEYS
+        )
+        assert card_hmac.compare_digest.call_count == 2
     assert plain_comparisons("if expected == cert.mac: pass\nok = len(mac) == 16") == [1]
     assert plain_comparisons("if certificate_mac(k, b) != given: pass") == [1]
     found = [

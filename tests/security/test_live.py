@@ -274,7 +274,7 @@ def test_no_secret_or_serial_leaks_from_a_full_flow(
             secrets[f"{role} key of {card.serial_hex[-4:]}"] = getattr(card.keys, role).hex()
 
     log = server.log.read_text(errors="replace")
-    assert len(log.splitlines()) > 50 and '"level":"info"' in log  # it logged every request
+    assert log.count('"message":"request"') >= len(answers)  # every request was logged
     bodies = [a.text for a in answers if a.text not in shown_once]
     errors = [a.text for a in answers if a.status_code >= 400]
     assert len(errors) >= 15
