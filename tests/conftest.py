@@ -22,7 +22,12 @@ from ledger import make_engine
 BACKENDS = ("sqlite", "postgresql")
 
 # The machine has one pcscd and one vpcd reader port: their users run in one xdist worker.
-PCSC_USERS = ("tests/card/test_pcsc.py", "tests/card/test_cli.py", "tests/demo/")
+PCSC_USERS = (
+    "tests/card/test_pcsc.py",
+    "tests/card/test_cli.py",
+    "tests/demo/",
+    "tests/security/test_demo_secrets.py",
+)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
