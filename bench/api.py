@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from bench import log
 from bench.databases import scratch_database
 from tests.api.cards import SimulatedCard
 from tests.api.live import ROOT, free_port, start_server
@@ -39,10 +40,6 @@ CARD_FLOAT = 1_000_000
 # The load generator's processes. They share the machine's cores with the server and the
 # database (loopback, one machine): the numbers are for all three together.
 CLIENT_PROCESSES = 2
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def onboard(base: str, key: str, cards: int) -> tuple[str, str, list[tuple[str, SimulatedCard]]]:

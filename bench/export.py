@@ -31,6 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bench import log
 from bench.databases import scratch_database
 from card_reader.fares import LINES, GateMode, TapOutcome, plan_tap
 from jakartaone.migrate import upgrade
@@ -44,10 +45,6 @@ KEY = bytes(range(32)).hex()
 CHUNK = 5_000
 SHOP_MCCS = ("5812", "5411", "5912", "5499", "5311", "5814")
 KECAMATAN = (("Jakarta Selatan", "Kebayoran Baru"), ("Jakarta Pusat", "Menteng"))
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _merchants(conn: sa.Connection) -> dict[str, Any]:

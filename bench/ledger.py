@@ -19,7 +19,6 @@ import argparse
 import json
 import multiprocessing
 import random
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -27,6 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bench import log
 from bench.databases import scratch_database
 from jakartaone.migrate import upgrade
 from ledger import AccountKind, Ledger, NewAccount, Transfer, make_engine
@@ -35,10 +35,6 @@ ACCOUNTS = 10_000
 MERCHANTS = 2_000
 BATCH = 1_000
 SINGLE_WRITERS = 8
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str]) -> int:

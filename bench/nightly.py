@@ -22,13 +22,13 @@ import json
 import multiprocessing
 import random
 import resource
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from bench import log
 from bench.databases import scratch_database
 from card_reader.certificate import Certificate, TransactionKind, certificate_mac, serial_hash
 from card_reader.keys import BackOfficeKeys
@@ -48,10 +48,6 @@ MERCHANTS = 300
 GATES = 200
 TX_PER_CARD = 10
 START_BALANCE = 500_000
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str]) -> int:

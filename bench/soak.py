@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench import log
 from bench.databases import scratch_database
 from tests.api.live import LiveServer, start_server
 from tests.reliability.faults import kill_whole_server, kill_worker, server_workers
@@ -35,10 +35,6 @@ from tests.reliability.proxy import TcpProxy, proxied
 from tests.reliability.traffic import ClientLog, Traffic, ledger_verify, onboard, settle
 
 LEASE_SECONDS = "5"
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 class Faults:
