@@ -15,6 +15,7 @@ from jakartaone.settings import SettingsError, load_settings
 
 COMMANDS = {
     "api-keys": "merchant_api.cli:api_keys",
+    "breaks": "reconciliation.nightly.breaks_cli:breaks",
     "card": "card_reader.cli:card",
     "db": "jakartaone.ledger_commands:db",
     "demo": "jakartaone.demo:demo",
