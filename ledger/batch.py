@@ -35,7 +35,6 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from ledger.codes import ResultCode
-from ledger.db import RetryTransaction
 from ledger.journal import canonical_metadata, content_hash
 from ledger.rules import request_problem
 from ledger.store import (
@@ -569,12 +568,13 @@ def _write(store: Store, outcome: Outcome, loaded: Loaded) -> dict[uuid.UUID, in
         ],
         bounded=bounded,
         shard_deltas=shard_deltas,
-        recheck=sorted(outcome.needs_open, key=_uuid_order),
+        recheck=[
+            (account_id, loaded.accounts[account_id].status.value)
+            for account_id in sorted(outcome.needs_open, key=_uuid_order)
+        ],
         transfers=[_transfer_row(t) for t in applied],
     )
-    seqs, statuses = store.write(writes)
-    _recheck_status(statuses, loaded.accounts)
-    return seqs
+    return store.write(writes)
 
 
 def _transfer_row(t: Recorded) -> TransferRow:
@@ -651,16 +651,3 @@ def _add(total: Deltas, d: Deltas) -> None:
     total.credits_posted += d.credits_posted
     total.debits_pending += d.debits_pending
     total.credits_pending += d.credits_pending
-
-
-def _recheck_status(statuses: dict[uuid.UUID, str], accounts: dict[uuid.UUID, AccountRow]) -> None:
-    """Retry the batch if an unbounded account changed status while we wrote to it.
-
-    The statuses were read after our balance UPDATEs, which hold those rows; a status
-    change locks all of an account's rows first. So either it committed before our
-    UPDATEs and this read sees it, or it waits for our commit and is ordered after us.
-    (SQLite needs no recheck: nothing else writes while BEGIN IMMEDIATE holds the lock.)
-    """
-    for account_id, status in statuses.items():
-        if status != accounts[account_id].status.value:
-            raise RetryTransaction(f"account {account_id} became {status}")

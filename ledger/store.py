@@ -2,8 +2,8 @@
 
 `ledger.batch` decides; a `Store` fetches what it needs and writes what it decided, in the
 caller's transaction. Both stores run the same statements in the same order; they differ
-only in how rows travel: PostgreSQL gets the whole batch as one JSON document per phase
-(one network round trip each, the statements running inside a function) and locks taken
+only in how rows travel: PostgreSQL gets the whole batch as typed arrays, one call per
+phase (one network round trip each, the statements running inside a function) and locks taken
 in a fixed order; SQLite gets `executemany` and `json_each` lists, and needs no row locks because
 BEGIN IMMEDIATE already holds its single writer lock.
 
@@ -20,7 +20,7 @@ import json
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import msgspec
 from sqlalchemy.engine import Connection
@@ -54,8 +54,9 @@ class Writes:
     bounded: list[BoundedRow]
     # Unbounded accounts: (account, shard, four deltas), sorted by (account, shard).
     shard_deltas: list[ShardDelta]
-    # Unbounded accounts whose status must still be what the batch saw.
-    recheck: list[uuid.UUID]
+    # Unbounded accounts, each with the status the batch saw; it must still hold after
+    # the balance updates, or the transaction is retried.
+    recheck: list[tuple[uuid.UUID, str]]
     transfers: list[
         tuple[uuid.UUID, str, str, str, uuid.UUID | None, uuid.UUID | None, int, str, int, bytes]
     ]
@@ -81,9 +82,10 @@ class Found:
 class Store(Protocol):
     def read(self, reads: Reads) -> Found: ...
 
-    def write(self, writes: Writes) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, str]]:
-        """Write a batch; returns each new transfer's seq, and the status of each
-        account in `writes.recheck` as read after the balance updates."""
+    def write(self, writes: Writes) -> dict[uuid.UUID, int]:
+        """Write a batch; returns each new transfer's seq. Raises a retryable error
+        (db.run_write runs the batch again) if an account in `writes.recheck` no longer
+        has the status the batch saw, read after the balance updates."""
 
 
 def store_for(conn: Connection) -> Store:
@@ -106,52 +108,66 @@ SQLITE_ACCOUNTS = (
 
 
 class PostgresStore:
-    """Reads and writes through ledger_read and ledger_write (see the migration): each is
+    """Reads and writes through ledger_read and ledger_write (see migration 0004): each is
     one statement and one network round trip, whatever the batch's size, with the batch
-    travelling as JSON, which both sides encode and decode in C (msgspec here: uuids,
-    tuples and sets are encoded without a Python call per value, and the answer is decoded
-    straight into typed rows)."""
+    travelling as typed arrays, one per column (psycopg sends lists of uuids, ints, text
+    and bytes as arrays without a Python call per value; psycopg prepares both statements
+    after their fifth use). The read's answer comes back as one JSON document, decoded
+    straight into typed rows by msgspec."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    def _call(self, function: str, payload: dict[str, Any], answer: type[T]) -> T:
+    def read(self, reads: Reads) -> Found:
         # Through SQLAlchemy's driver-level call, so that a lost connection is noticed,
         # the pool invalidated, and the transaction retried (see db.run_write).
-        text = _ENCODER.encode(payload).decode()
-        result = self._conn.exec_driver_sql(f"SELECT {function}(%s::jsonb)::text", (text,))
-        return msgspec.json.decode(result.scalar_one(), type=answer)
-
-    def read(self, reads: Reads) -> Found:
-        found = self._call(
-            "ledger_read",
-            {
-                "transfers": reads.transfers,
-                "resolutions": reads.resolutions,
-                "accounts": reads.accounts,
-                "locked_accounts": reads.locked_accounts,
-            },
-            _ReadAnswer,
+        result = self._conn.exec_driver_sql(
+            "SELECT ledger_read(%s::uuid[], %s::uuid[], %s::uuid[], %s::uuid[])::text",
+            (
+                list(reads.transfers),
+                list(reads.resolutions),
+                list(reads.accounts),
+                list(reads.locked_accounts),
+            ),
         )
+        found = msgspec.json.decode(result.scalar_one(), type=_ReadAnswer)
         return Found(found.transfers, found.resolutions, found.accounts)
 
-    def write(self, writes: Writes) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, str]]:
-        done = self._call(
-            "ledger_write",
-            {
-                "postings": writes.postings,
-                "bounded": writes.bounded,
-                "shards": writes.shard_deltas,
-                "recheck": writes.recheck,
-                "transfers": [(*t[:9], t[9].hex()) for t in writes.transfers],
-            },
-            _WriteAnswer,
+    def write(self, writes: Writes) -> dict[uuid.UUID, int]:
+        primary = [(a, *deltas) for a, shard, *deltas in writes.shard_deltas if shard == 0]
+        shards = [row for row in writes.shard_deltas if row[1] != 0]
+        result = self._conn.exec_driver_sql(
+            _WRITE_CALL,
+            (
+                *_columns(writes.postings, 5),
+                *_columns(writes.bounded, 5),
+                *_columns(primary, 5),
+                *_columns(shards, 6),
+                *_columns(writes.recheck, 2),
+                *_columns(writes.transfers, 10),
+            ),
         )
-        return dict(done.seqs or ()), dict(done.statuses)
+        ids, seqs = result.one()
+        return dict(zip(ids or (), seqs or (), strict=True))
 
 
-T = TypeVar("T")
-_ENCODER = msgspec.json.Encoder()
+_WRITE_CALL = (
+    "SELECT ids, seqs FROM ledger_write("
+    "%s::uuid[], %s::int2[], %s::uuid[], %s::text[], %s::int8[],"
+    " %s::uuid[], %s::int8[], %s::int8[], %s::int8[], %s::int8[],"
+    " %s::uuid[], %s::int8[], %s::int8[], %s::int8[], %s::int8[],"
+    " %s::uuid[], %s::int2[], %s::int8[], %s::int8[], %s::int8[], %s::int8[],"
+    " %s::uuid[], %s::text[],"
+    " %s::uuid[], %s::text[], %s::text[], %s::text[], %s::uuid[], %s::uuid[], %s::int8[],"
+    " %s::text[], %s::int8[], %s::bytea[])"
+)
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows of `width` values as `width` column lists (each sent as one array)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 class _ReadAnswer(msgspec.Struct):
@@ -165,11 +181,6 @@ class _ReadAnswer(msgspec.Struct):
     ]  # fmt: skip
     resolutions: list[tuple[uuid.UUID, str]]
     accounts: list[tuple[uuid.UUID, str, str, bool, bool, int | None, int, int, int, int, int]]
-
-
-class _WriteAnswer(msgspec.Struct):
-    seqs: list[tuple[uuid.UUID, int]] | None  # null when nothing was inserted
-    statuses: list[tuple[uuid.UUID, str]]
 
 
 class SqliteStore:
@@ -195,7 +206,7 @@ class SqliteStore:
         ]
         return Found(transfers, resolutions, accounts)
 
-    def write(self, writes: Writes) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, str]]:
+    def write(self, writes: Writes) -> dict[uuid.UUID, int]:
         # Nothing else writes while BEGIN IMMEDIATE holds the lock: no status to recheck.
         db = self._db
         db.executemany(
@@ -230,7 +241,7 @@ class SqliteStore:
                 for i, t in enumerate(writes.transfers)
             ],
         )
-        return {t[0]: first + i for i, t in enumerate(writes.transfers)}, {}
+        return {t[0]: first + i for i, t in enumerate(writes.transfers)}
 
 
 def _transfer_row(r: Sequence[Any]) -> tuple[Any, ...]:
