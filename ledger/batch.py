@@ -149,8 +149,14 @@ def apply_batch(
     mode: BatchMode,
     clock: Callable[[], int],
     bounded_cache: dict[uuid.UUID, bool],
+    *,
+    commit: bool = False,
 ) -> list[TransferResult]:
-    """Decide and write `requests` in the caller's transaction; one result per request."""
+    """Decide and write `requests` in the caller's transaction; one result per request.
+
+    With `commit`, the batch is the whole transaction and the store may commit it
+    together with the write (one round trip less on PostgreSQL); the caller's own
+    commit then finds nothing left to do."""
     store = store_for(conn)
     loaded = _load(store, requests, bounded_cache)
     outcome = Outcome()
@@ -171,7 +177,7 @@ def apply_batch(
             in_batch[recorded.id] = recorded
             outcome.applied.append(recorded)
             decided.append((ResultCode.OK, recorded))
-    seqs = _write(store, outcome, loaded)
+    seqs = _write(store, outcome, loaded, commit=commit)
     results = []
     for request, decision in zip(requests, decided, strict=True):
         if isinstance(decision, Refused):
@@ -549,7 +555,7 @@ def _check_bounds(effects: dict[uuid.UUID, Deltas], accounts: dict[uuid.UUID, Ac
 # --- Writing -------------------------------------------------------------------------
 
 
-def _write(store: Store, outcome: Outcome, loaded: Loaded) -> dict[uuid.UUID, int]:
+def _write(store: Store, outcome: Outcome, loaded: Loaded, *, commit: bool) -> dict[uuid.UUID, int]:
     """Write the applied transfers; returns their seqs.
 
     Order matters: postings first (their transfer's insert trigger checks them), then
@@ -574,7 +580,7 @@ def _write(store: Store, outcome: Outcome, loaded: Loaded) -> dict[uuid.UUID, in
         ],
         transfers=[_transfer_row(t) for t in applied],
     )
-    return store.write(writes)
+    return store.write(writes, commit=commit)
 
 
 def _transfer_row(t: Recorded) -> TransferRow:

@@ -211,7 +211,7 @@ class Ledger:
             return []
         return run_write(
             self.engine,
-            lambda conn: apply_batch(conn, requests, mode, self.clock, self._bounded),
+            lambda conn: apply_batch(conn, requests, mode, self.clock, self._bounded, commit=True),
         )
 
     def submit_in(

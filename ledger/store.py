@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
+import psycopg
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 # Row shapes both stores return (PostgreSQL's ledger_read builds the same arrays).
@@ -82,10 +84,11 @@ class Found:
 class Store(Protocol):
     def read(self, reads: Reads) -> Found: ...
 
-    def write(self, writes: Writes) -> dict[uuid.UUID, int]:
+    def write(self, writes: Writes, *, commit: bool = False) -> dict[uuid.UUID, int]:
         """Write a batch; returns each new transfer's seq. Raises a retryable error
         (db.run_write runs the batch again) if an account in `writes.recheck` no longer
-        has the status the batch saw, read after the balance updates."""
+        has the status the batch saw, read after the balance updates. With `commit`, the
+        transaction may be committed with the write (the batch is the whole of it)."""
 
 
 def store_for(conn: Connection) -> Store:
@@ -109,19 +112,22 @@ SQLITE_ACCOUNTS = (
 
 class PostgresStore:
     """Reads and writes through ledger_read and ledger_write (see migration 0004): each is
-    one statement and one network round trip, whatever the batch's size, with the batch
-    travelling as typed arrays, one per column (psycopg sends lists of uuids, ints, text
-    and bytes as arrays without a Python call per value; psycopg prepares both statements
-    after their fifth use). The read's answer comes back as one JSON document, decoded
-    straight into typed rows by msgspec."""
+    one statement, whatever the batch's size, with the batch travelling as typed arrays,
+    one per column (psycopg sends lists of uuids, ints, text and bytes as arrays without
+    a Python call per value, and prepares both statements after their fifth use). The
+    read's answer comes back as one JSON document, decoded straight into typed rows by
+    msgspec.
+
+    Round trips: each call goes through psycopg's pipeline mode, so the transaction's
+    BEGIN travels with its first read, and, when the batch is the whole transaction
+    (`commit=True`), COMMIT travels with the write: a batch that needs one read costs
+    two round trips, not four."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     def read(self, reads: Reads) -> Found:
-        # Through SQLAlchemy's driver-level call, so that a lost connection is noticed,
-        # the pool invalidated, and the transaction retried (see db.run_write).
-        result = self._conn.exec_driver_sql(
+        answer = self._call(
             "SELECT ledger_read(%s::uuid[], %s::uuid[], %s::uuid[], %s::uuid[])::text",
             (
                 list(reads.transfers),
@@ -129,14 +135,15 @@ class PostgresStore:
                 list(reads.accounts),
                 list(reads.locked_accounts),
             ),
+            commit=False,
         )
-        found = msgspec.json.decode(result.scalar_one(), type=_ReadAnswer)
+        found = msgspec.json.decode(answer[0], type=_ReadAnswer)
         return Found(found.transfers, found.resolutions, found.accounts)
 
-    def write(self, writes: Writes) -> dict[uuid.UUID, int]:
+    def write(self, writes: Writes, *, commit: bool = False) -> dict[uuid.UUID, int]:
         primary = [(a, *deltas) for a, shard, *deltas in writes.shard_deltas if shard == 0]
         shards = [row for row in writes.shard_deltas if row[1] != 0]
-        result = self._conn.exec_driver_sql(
+        ids, seqs = self._call(
             _WRITE_CALL,
             (
                 *_columns(writes.postings, 5),
@@ -146,9 +153,37 @@ class PostgresStore:
                 *_columns(writes.recheck, 2),
                 *_columns(writes.transfers, 10),
             ),
+            commit=commit,
         )
-        ids, seqs = result.one()
         return dict(zip(ids or (), seqs or (), strict=True))
+
+    def _call(self, sql: str, params: tuple[Any, ...], *, commit: bool) -> tuple[Any, ...]:
+        """One statement (and COMMIT behind it if `commit`) in one round trip.
+
+        psycopg is called directly, because SQLAlchemy's cursor cannot run in pipeline
+        mode; its errors are turned into SQLAlchemy's, as SQLAlchemy would: a lost
+        connection is invalidated (the pool replaces it) and flagged, so that
+        db.run_write runs the transaction again on a fresh one."""
+        driver: psycopg.Connection[Any] = self._conn.connection.driver_connection  # type: ignore[assignment]
+        cursor = driver.cursor()
+        try:
+            with driver.pipeline():
+                cursor.execute(sql, params)
+                if commit:
+                    driver.commit()
+            row = cursor.fetchone()
+        except psycopg.Error as exc:
+            lost = driver.broken
+            if lost:
+                self._conn.invalidate(exc)
+            raise sa.exc.DBAPIError.instance(
+                sql, params, exc, psycopg.Error, hide_parameters=True,
+                connection_invalidated=lost,
+            ) from exc  # fmt: skip
+        finally:
+            cursor.close()
+        assert row is not None
+        return tuple(row)
 
 
 _WRITE_CALL = (
@@ -206,7 +241,8 @@ class SqliteStore:
         ]
         return Found(transfers, resolutions, accounts)
 
-    def write(self, writes: Writes) -> dict[uuid.UUID, int]:
+    def write(self, writes: Writes, *, commit: bool = False) -> dict[uuid.UUID, int]:
+        # The caller's run_write commits (SQLite gains no round trip by committing here).
         # Nothing else writes while BEGIN IMMEDIATE holds the lock: no status to recheck.
         db = self._db
         db.executemany(
