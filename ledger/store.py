@@ -113,8 +113,9 @@ SQLITE_ACCOUNTS = (
 class PostgresStore:
     """Reads and writes through ledger_read and ledger_write (see migration 0004): each is
     one statement, whatever the batch's size, with the batch travelling as typed arrays,
-    one per column (psycopg sends lists of uuids, ints, text and bytes as arrays without
-    a Python call per value, and prepares both statements after their fifth use). The
+    one per column, in PostgreSQL's binary format (`%b`: psycopg's text format quotes
+    every element through a regular expression, about 2 ms per 1,000 uuids; binary
+    takes a sixth of that), and psycopg prepares both statements after their fifth use. The
     read's answer comes back as one JSON document, decoded straight into typed rows by
     msgspec.
 
@@ -128,7 +129,7 @@ class PostgresStore:
 
     def read(self, reads: Reads) -> Found:
         answer = self._call(
-            "SELECT ledger_read(%s::uuid[], %s::uuid[], %s::uuid[], %s::uuid[])::text",
+            "SELECT ledger_read(%b::uuid[], %b::uuid[], %b::uuid[], %b::uuid[])::text",
             (
                 list(reads.transfers),
                 list(reads.resolutions),
@@ -188,13 +189,13 @@ class PostgresStore:
 
 _WRITE_CALL = (
     "SELECT ids, seqs FROM ledger_write("
-    "%s::uuid[], %s::int2[], %s::uuid[], %s::text[], %s::int8[],"
-    " %s::uuid[], %s::int8[], %s::int8[], %s::int8[], %s::int8[],"
-    " %s::uuid[], %s::int8[], %s::int8[], %s::int8[], %s::int8[],"
-    " %s::uuid[], %s::int2[], %s::int8[], %s::int8[], %s::int8[], %s::int8[],"
-    " %s::uuid[], %s::text[],"
-    " %s::uuid[], %s::text[], %s::text[], %s::text[], %s::uuid[], %s::uuid[], %s::int8[],"
-    " %s::text[], %s::int8[], %s::bytea[])"
+    "%b::uuid[], %b::int2[], %b::uuid[], %b::text[], %b::int8[],"
+    " %b::uuid[], %b::int8[], %b::int8[], %b::int8[], %b::int8[],"
+    " %b::uuid[], %b::int8[], %b::int8[], %b::int8[], %b::int8[],"
+    " %b::uuid[], %b::int2[], %b::int8[], %b::int8[], %b::int8[], %b::int8[],"
+    " %b::uuid[], %b::text[],"
+    " %b::uuid[], %b::text[], %b::text[], %b::text[], %b::uuid[], %b::uuid[], %b::int8[],"
+    " %b::text[], %b::int8[], %b::bytea[])"
 )
 
 
