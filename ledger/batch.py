@@ -148,7 +148,6 @@ def apply_batch(
     requests: Sequence[Request],
     mode: BatchMode,
     clock: Callable[[], int],
-    bounded_cache: dict[uuid.UUID, bool],
     *,
     commit: bool = False,
 ) -> list[TransferResult]:
@@ -158,7 +157,7 @@ def apply_batch(
     together with the write (one round trip less on PostgreSQL); the caller's own
     commit then finds nothing left to do."""
     store = store_for(conn)
-    loaded = _load(store, requests, bounded_cache)
+    loaded = _load(store, requests)
     outcome = Outcome()
     in_batch: dict[uuid.UUID, Recorded] = {}
     decided: list[tuple[ResultCode, Recorded] | Refused] = []
@@ -205,16 +204,13 @@ def _fail_linked(
 # --- Reading -------------------------------------------------------------------------
 
 
-def _load(
-    store: Store, requests: Sequence[Request], bounded_cache: dict[uuid.UUID, bool]
-) -> Loaded:
+def _load(store: Store, requests: Sequence[Request]) -> Loaded:
     """Everything the batch decides on, in as few round trips as the data allows.
 
     The first read asks for the requests' own ids, their pending and linked transfers,
-    and the accounts their postings name (cached bounded ones already under lock). A
-    second read follows only when the first found something it could not know to ask
-    for: a retried request's pending transfer, a pending transfer's accounts, or
-    accounts seen for the first time that turned out to be bounded and must be locked.
+    and the accounts their postings name (the store locks the bounded ones). A second
+    read follows only when the first found something it could not know to ask for: a
+    retried request's pending transfer, or a pending transfer's accounts.
     """
     request_ids = {r.id for r in requests}
     pending_ids = {r.pending_id for r in requests if not isinstance(r, Transfer)}
@@ -228,53 +224,35 @@ def _load(
     transfers: dict[uuid.UUID, Recorded] = {}
     resolutions: dict[uuid.UUID, Phase] = {}
     accounts: dict[uuid.UUID, AccountRow] = {}
+    asked: set[uuid.UUID] = set()
     reads = Reads(
         transfers=request_ids | pending_ids | linked_ids,
         resolutions=pending_ids,
-        **_account_reads(account_ids, bounded_cache),
+        accounts=account_ids,
     )
-    while reads.transfers or reads.accounts or reads.locked_accounts:
+    while reads.transfers or reads.accounts:
         found = store.read(reads)
         transfers |= _recorded(found.transfers)
         resolutions |= {pid: Phase(phase) for pid, phase in found.resolutions}
-        newly_bounded = set()
         for row in found.accounts:
             account = _account_row(row)
-            if account.bounded and account.id not in reads.locked_accounts:
-                newly_bounded.add(account.id)  # read unlocked: lock and read it again
-            else:
-                accounts[account.id] = account
-            bounded_cache[account.id] = account.bounded
-        asked = {*reads.accounts, *reads.locked_accounts}
+            accounts[account.id] = account
+        asked.update(reads.accounts)
         retried_pendings = {
             pid
             for i in request_ids & transfers.keys()
             if (pid := transfers[i].pending_id) is not None and pid not in transfers
         } - pending_ids
         pending_ids |= retried_pendings
-        leg_accounts = (
-            {a for i in pending_ids & transfers.keys() for a, _ in transfers[i].legs}
-            - asked
-            - accounts.keys()
-        )
-        more = _account_reads(leg_accounts, bounded_cache)
+        leg_accounts = {
+            a for i in pending_ids & transfers.keys() for a, _ in transfers[i].legs
+        } - asked
         reads = Reads(
-            transfers=retried_pendings,
-            resolutions=retried_pendings,
-            accounts=more["accounts"],
-            locked_accounts=newly_bounded | more["locked_accounts"],
+            transfers=retried_pendings, resolutions=retried_pendings, accounts=leg_accounts
         )
     existing = {i: transfers[i] for i in request_ids & transfers.keys()}
     pendings = {i: transfers[i] for i in pending_ids & transfers.keys()}
     return Loaded(existing, pendings, resolutions, linked_ids & transfers.keys(), accounts)
-
-
-def _account_reads(
-    ids: set[uuid.UUID], bounded_cache: dict[uuid.UUID, bool]
-) -> dict[str, set[uuid.UUID]]:
-    """Split account ids into those to read plainly and those (known bounded) to lock."""
-    locked = {i for i in ids if bounded_cache.get(i) is True}
-    return {"accounts": ids - locked, "locked_accounts": locked}
 
 
 def _recorded(rows: list[tuple[Any, ...]]) -> dict[uuid.UUID, Recorded]:

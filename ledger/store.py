@@ -70,15 +70,16 @@ class Reads:
 
     transfers: Collection[uuid.UUID] = ()  # by id, with their legs
     resolutions: Collection[uuid.UUID] = ()  # resolutions of these pending ids
-    accounts: Collection[uuid.UUID] = ()  # read without a lock
-    locked_accounts: Collection[uuid.UUID] = ()  # read under a lock, in id order
+    # Accounts: the bounded ones are read under a lock, taken in id order; the others
+    # without one (see ledger.batch on hot accounts).
+    accounts: Collection[uuid.UUID] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Found:
     transfers: list[tuple[Any, ...]]  # TRANSFER_COLUMNS, one row per leg, by seq and leg
     resolutions: list[tuple[uuid.UUID, str]]  # (pending_id, phase)
-    accounts: list[tuple[Any, ...]]  # ACCOUNT_COLUMNS, unlocked then locked
+    accounts: list[tuple[Any, ...]]  # ACCOUNT_COLUMNS
 
 
 class Store(Protocol):
@@ -129,13 +130,8 @@ class PostgresStore:
 
     def read(self, reads: Reads) -> Found:
         answer = self._call(
-            "SELECT ledger_read(%b::uuid[], %b::uuid[], %b::uuid[], %b::uuid[])::text",
-            (
-                list(reads.transfers),
-                list(reads.resolutions),
-                list(reads.accounts),
-                list(reads.locked_accounts),
-            ),
+            "SELECT ledger_read(%b::uuid[], %b::uuid[], %b::uuid[])::text",
+            (list(reads.transfers), list(reads.resolutions), list(reads.accounts)),
             commit=False,
         )
         found = msgspec.json.decode(answer[0], type=_ReadAnswer)
@@ -235,10 +231,9 @@ class SqliteStore:
             (uuid.UUID(r[0]), r[1]) for r in self._rows(SQLITE_RESOLUTIONS, reads.resolutions)
         ]
         # No row locks: BEGIN IMMEDIATE already made this the only writer.
-        account_ids = {*reads.accounts, *reads.locked_accounts}
         accounts = [
             (uuid.UUID(r[0]), r[1], r[2], bool(r[3]), bool(r[4]), *r[5:])
-            for r in self._rows(SQLITE_ACCOUNTS, account_ids)
+            for r in self._rows(SQLITE_ACCOUNTS, reads.accounts)
         ]
         return Found(transfers, resolutions, accounts)
 

@@ -33,9 +33,8 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 READ = """
-CREATE FUNCTION ledger_read(
-    transfer_ids uuid[], pending_ids uuid[], account_ids uuid[], locked_ids uuid[]
-) RETURNS jsonb LANGUAGE plpgsql SET jit = off AS $$
+CREATE FUNCTION ledger_read(transfer_ids uuid[], pending_ids uuid[], account_ids uuid[])
+RETURNS jsonb LANGUAGE plpgsql SET jit = off AS $$
 DECLARE
     transfers jsonb := '[]';
     resolutions jsonb := '[]';
@@ -58,20 +57,27 @@ BEGIN
         INTO resolutions
         FROM unnest(pending_ids) AS q(id) JOIN transfers t ON t.pending_id = q.id;
     END IF;
-    IF cardinality(locked_ids) + cardinality(account_ids) > 0 THEN
+    -- Bounded accounts are locked, in id order, by the read that finds them: a batch
+    -- need not know beforehand which of its accounts are bounded (flags never change).
+    -- Unbounded ones are read without a lock, so that they never serialize writers.
+    IF cardinality(account_ids) > 0 THEN
         WITH locked AS (
-            SELECT a.* FROM unnest(locked_ids) AS q(id) JOIN accounts a ON a.id = q.id
+            SELECT a.* FROM unnest(account_ids) AS q(id) JOIN accounts a ON a.id = q.id
+            WHERE a.debits_must_not_exceed_credits OR a.credits_must_not_exceed_debits
+               OR a.max_balance IS NOT NULL
             ORDER BY a.id FOR NO KEY UPDATE OF a
-        ), named AS (
+        ), found AS (
             SELECT * FROM locked UNION ALL
             SELECT a.* FROM unnest(account_ids) AS q(id) JOIN accounts a ON a.id = q.id
+            WHERE NOT (a.debits_must_not_exceed_credits OR a.credits_must_not_exceed_debits
+                       OR a.max_balance IS NOT NULL)
         )
         SELECT coalesce(jsonb_agg(jsonb_build_array(
             id, currency, status, debits_must_not_exceed_credits,
             credits_must_not_exceed_debits, max_balance, shards, debits_posted,
             credits_posted, debits_pending, credits_pending)), '[]')
         INTO accounts_found
-        FROM named;
+        FROM found;
     END IF;
     RETURN jsonb_build_object(
         'transfers', transfers, 'resolutions', resolutions, 'accounts', accounts_found);
@@ -196,7 +202,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.execute("DROP FUNCTION ledger_read(uuid[], uuid[], uuid[], uuid[])")
+    op.execute("DROP FUNCTION ledger_read(uuid[], uuid[], uuid[])")
     op.execute(f"DROP FUNCTION ledger_write({WRITE_ARGUMENTS})")
     for function in CHECKS:
         op.execute(f"ALTER FUNCTION {function} RESET jit")
