@@ -35,7 +35,6 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from ledger.codes import ResultCode
-from ledger.db import RetryTransaction
 from ledger.journal import canonical_metadata, content_hash
 from ledger.rules import request_problem
 from ledger.store import (
@@ -149,11 +148,16 @@ def apply_batch(
     requests: Sequence[Request],
     mode: BatchMode,
     clock: Callable[[], int],
-    bounded_cache: dict[uuid.UUID, bool],
+    *,
+    commit: bool = False,
 ) -> list[TransferResult]:
-    """Decide and write `requests` in the caller's transaction; one result per request."""
+    """Decide and write `requests` in the caller's transaction; one result per request.
+
+    With `commit`, the batch is the whole transaction and the store may commit it
+    together with the write (one round trip less on PostgreSQL); the caller's own
+    commit then finds nothing left to do."""
     store = store_for(conn)
-    loaded = _load(store, requests, bounded_cache)
+    loaded = _load(store, requests)
     outcome = Outcome()
     in_batch: dict[uuid.UUID, Recorded] = {}
     decided: list[tuple[ResultCode, Recorded] | Refused] = []
@@ -172,7 +176,7 @@ def apply_batch(
             in_batch[recorded.id] = recorded
             outcome.applied.append(recorded)
             decided.append((ResultCode.OK, recorded))
-    seqs = _write(store, outcome, loaded)
+    seqs = _write(store, outcome, loaded, commit=commit)
     results = []
     for request, decision in zip(requests, decided, strict=True):
         if isinstance(decision, Refused):
@@ -200,16 +204,13 @@ def _fail_linked(
 # --- Reading -------------------------------------------------------------------------
 
 
-def _load(
-    store: Store, requests: Sequence[Request], bounded_cache: dict[uuid.UUID, bool]
-) -> Loaded:
+def _load(store: Store, requests: Sequence[Request]) -> Loaded:
     """Everything the batch decides on, in as few round trips as the data allows.
 
     The first read asks for the requests' own ids, their pending and linked transfers,
-    and the accounts their postings name (cached bounded ones already under lock). A
-    second read follows only when the first found something it could not know to ask
-    for: a retried request's pending transfer, a pending transfer's accounts, or
-    accounts seen for the first time that turned out to be bounded and must be locked.
+    and the accounts their postings name (the store locks the bounded ones). A second
+    read follows only when the first found something it could not know to ask for: a
+    retried request's pending transfer, or a pending transfer's accounts.
     """
     request_ids = {r.id for r in requests}
     pending_ids = {r.pending_id for r in requests if not isinstance(r, Transfer)}
@@ -223,53 +224,35 @@ def _load(
     transfers: dict[uuid.UUID, Recorded] = {}
     resolutions: dict[uuid.UUID, Phase] = {}
     accounts: dict[uuid.UUID, AccountRow] = {}
+    asked: set[uuid.UUID] = set()
     reads = Reads(
         transfers=request_ids | pending_ids | linked_ids,
         resolutions=pending_ids,
-        **_account_reads(account_ids, bounded_cache),
+        accounts=account_ids,
     )
-    while reads.transfers or reads.accounts or reads.locked_accounts:
+    while reads.transfers or reads.accounts:
         found = store.read(reads)
         transfers |= _recorded(found.transfers)
         resolutions |= {pid: Phase(phase) for pid, phase in found.resolutions}
-        newly_bounded = set()
         for row in found.accounts:
             account = _account_row(row)
-            if account.bounded and account.id not in reads.locked_accounts:
-                newly_bounded.add(account.id)  # read unlocked: lock and read it again
-            else:
-                accounts[account.id] = account
-            bounded_cache[account.id] = account.bounded
-        asked = {*reads.accounts, *reads.locked_accounts}
+            accounts[account.id] = account
+        asked.update(reads.accounts)
         retried_pendings = {
             pid
             for i in request_ids & transfers.keys()
             if (pid := transfers[i].pending_id) is not None and pid not in transfers
         } - pending_ids
         pending_ids |= retried_pendings
-        leg_accounts = (
-            {a for i in pending_ids & transfers.keys() for a, _ in transfers[i].legs}
-            - asked
-            - accounts.keys()
-        )
-        more = _account_reads(leg_accounts, bounded_cache)
+        leg_accounts = {
+            a for i in pending_ids & transfers.keys() for a, _ in transfers[i].legs
+        } - asked
         reads = Reads(
-            transfers=retried_pendings,
-            resolutions=retried_pendings,
-            accounts=more["accounts"],
-            locked_accounts=newly_bounded | more["locked_accounts"],
+            transfers=retried_pendings, resolutions=retried_pendings, accounts=leg_accounts
         )
     existing = {i: transfers[i] for i in request_ids & transfers.keys()}
     pendings = {i: transfers[i] for i in pending_ids & transfers.keys()}
     return Loaded(existing, pendings, resolutions, linked_ids & transfers.keys(), accounts)
-
-
-def _account_reads(
-    ids: set[uuid.UUID], bounded_cache: dict[uuid.UUID, bool]
-) -> dict[str, set[uuid.UUID]]:
-    """Split account ids into those to read plainly and those (known bounded) to lock."""
-    locked = {i for i in ids if bounded_cache.get(i) is True}
-    return {"accounts": ids - locked, "locked_accounts": locked}
 
 
 def _recorded(rows: list[tuple[Any, ...]]) -> dict[uuid.UUID, Recorded]:
@@ -550,7 +533,7 @@ def _check_bounds(effects: dict[uuid.UUID, Deltas], accounts: dict[uuid.UUID, Ac
 # --- Writing -------------------------------------------------------------------------
 
 
-def _write(store: Store, outcome: Outcome, loaded: Loaded) -> dict[uuid.UUID, int]:
+def _write(store: Store, outcome: Outcome, loaded: Loaded, *, commit: bool) -> dict[uuid.UUID, int]:
     """Write the applied transfers; returns their seqs.
 
     Order matters: postings first (their transfer's insert trigger checks them), then
@@ -569,12 +552,13 @@ def _write(store: Store, outcome: Outcome, loaded: Loaded) -> dict[uuid.UUID, in
         ],
         bounded=bounded,
         shard_deltas=shard_deltas,
-        recheck=sorted(outcome.needs_open, key=_uuid_order),
+        recheck=[
+            (account_id, loaded.accounts[account_id].status.value)
+            for account_id in sorted(outcome.needs_open, key=_uuid_order)
+        ],
         transfers=[_transfer_row(t) for t in applied],
     )
-    seqs, statuses = store.write(writes)
-    _recheck_status(statuses, loaded.accounts)
-    return seqs
+    return store.write(writes, commit=commit)
 
 
 def _transfer_row(t: Recorded) -> TransferRow:
@@ -651,16 +635,3 @@ def _add(total: Deltas, d: Deltas) -> None:
     total.credits_posted += d.credits_posted
     total.debits_pending += d.debits_pending
     total.credits_pending += d.credits_pending
-
-
-def _recheck_status(statuses: dict[uuid.UUID, str], accounts: dict[uuid.UUID, AccountRow]) -> None:
-    """Retry the batch if an unbounded account changed status while we wrote to it.
-
-    The statuses were read after our balance UPDATEs, which hold those rows; a status
-    change locks all of an account's rows first. So either it committed before our
-    UPDATEs and this read sees it, or it waits for our commit and is ordered after us.
-    (SQLite needs no recheck: nothing else writes while BEGIN IMMEDIATE holds the lock.)
-    """
-    for account_id, status in statuses.items():
-        if status != accounts[account_id].status.value:
-            raise RetryTransaction(f"account {account_id} became {status}")

@@ -56,9 +56,6 @@ class Ledger:
     def __init__(self, engine: Engine, clock: Callable[[], int] | None = None) -> None:
         self.engine = engine
         self.clock = clock or MonotonicClock()
-        # Whether an account is bounded never changes (flags are fixed at creation), so
-        # the batch can lock a known-bounded account in its first read.
-        self._bounded: dict[uuid.UUID, bool] = {}
 
     # --- Accounts ----------------------------------------------------------------------
 
@@ -211,7 +208,7 @@ class Ledger:
             return []
         return run_write(
             self.engine,
-            lambda conn: apply_batch(conn, requests, mode, self.clock, self._bounded),
+            lambda conn: apply_batch(conn, requests, mode, self.clock, commit=True),
         )
 
     def submit_in(
@@ -221,7 +218,7 @@ class Ledger:
         so that a service can commit its own rows together with the transfers."""
         if len(requests) > MAX_BATCH_SIZE:
             raise BatchTooLargeError(f"{len(requests)} requests; at most {MAX_BATCH_SIZE}")
-        return apply_batch(conn, requests, mode, self.clock, self._bounded)
+        return apply_batch(conn, requests, mode, self.clock)
 
     def transfer(self, request: Request) -> TransferResult:
         """Apply one request; raises LedgerError with the exact code if it is refused."""

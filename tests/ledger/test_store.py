@@ -1,0 +1,61 @@
+"""The PostgreSQL store's write re-reads unbounded accounts' status after its balance
+updates, and refuses, with a retryable serialization failure, a status that changed
+since the batch read it (a concurrent freeze or close)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from ledger import AccountStatus, Ledger, db
+from ledger.store import PostgresStore, Writes
+
+on_postgresql = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+def _writes(debit: uuid.UUID, credit: uuid.UUID, seen: AccountStatus) -> tuple[uuid.UUID, Writes]:
+    transfer_id = uuid.uuid4()
+    shard_deltas = [(debit, 0, 500, 0, 0, 0), (credit, 0, 0, 500, 0, 0)]
+    return transfer_id, Writes(
+        postings=[(transfer_id, 0, debit, "IDR", 500), (transfer_id, 1, credit, "IDR", -500)],
+        bounded=[],
+        shard_deltas=sorted(shard_deltas, key=lambda r: r[0].int),
+        recheck=sorted([(debit, seen.value), (credit, seen.value)], key=lambda r: r[0].int),
+        transfers=[
+            (transfer_id, "fare", "posted", "IDR", None, None, 0, "{}", 1_790_000_000_000_000,
+             bytes(32))
+        ],
+    )  # fmt: skip
+
+
+@on_postgresql
+def test_write_refuses_a_status_changed_since_the_read(
+    engine: Engine, ledger: Ledger, open_account: Callable[..., uuid.UUID]
+) -> None:
+    debit, credit = open_account(), open_account()
+    ledger.set_status(credit, AccountStatus.FROZEN)
+    transfer_id, writes = _writes(debit, credit, seen=AccountStatus.OPEN)
+    with engine.connect() as conn, conn.begin(), pytest.raises(sa.exc.DBAPIError) as refused:
+        PostgresStore(conn).write(writes)
+    assert getattr(refused.value.orig, "sqlstate", None) == "40001"
+    assert db._retryable(refused.value)
+    assert ledger.get_transfer(transfer_id) is None
+    assert ledger.get_account(debit).debits_posted == 0  # type: ignore[union-attr]
+
+
+@on_postgresql
+def test_write_accepts_the_status_the_batch_saw(
+    engine: Engine, ledger: Ledger, open_account: Callable[..., uuid.UUID]
+) -> None:
+    debit, credit = open_account(), open_account()
+    ledger.set_status(debit, AccountStatus.FROZEN)
+    ledger.set_status(credit, AccountStatus.FROZEN)
+    transfer_id, writes = _writes(debit, credit, seen=AccountStatus.FROZEN)
+    with engine.connect() as conn, conn.begin():
+        seqs = PostgresStore(conn).write(writes)
+    assert list(seqs) == [transfer_id]
+    assert ledger.get_account(credit).credits_posted == 500  # type: ignore[union-attr]
