@@ -45,7 +45,6 @@ from card_reader.certificate import (
     Certificate,
     CertificateFormatError,
     TransactionKind,
-    verify_certificate,
 )
 from ledger import PostPending, Request, Transfer, VoidPending, credit, debit
 from ledger.queries import accounts_by_id
@@ -93,10 +92,16 @@ class Submitted:
     cannot be posted whatever the database says (malformed, or its MAC does not verify)."""
 
     raw: Any
-    raw_bytes: bytes
     cert: Certificate | None
     reason: str | None
     detail: str = ""
+
+    @property
+    def raw_bytes(self) -> bytes:
+        """The input in canonical JSON (what quarantine keeps); only refused ones need it."""
+        return json.dumps(
+            self.raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
 
     @property
     def terminal_seq(self) -> int | None:
@@ -113,14 +118,13 @@ def certificate_digest(cert: Certificate) -> bytes:
 
 def parse(ctx: ApiContext, raw: Any) -> Submitted:
     """Parse and verify one certificate (no database: done before the transaction)."""
-    raw_bytes = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     try:
         cert = Certificate.from_json(raw)
     except CertificateFormatError as exc:
-        return Submitted(raw, raw_bytes, None, exc.reason.value, exc.field or "")
-    if not verify_certificate(cert, ctx.card_keys):
-        return Submitted(raw, raw_bytes, cert, MAC_INVALID)
-    return Submitted(raw, raw_bytes, cert, None)
+        return Submitted(raw, None, exc.reason.value, exc.field or "")
+    if not ctx.certificates.verify(cert):
+        return Submitted(raw, cert, MAC_INVALID)
+    return Submitted(raw, cert, None)
 
 
 @dataclass(slots=True)
@@ -536,11 +540,8 @@ def _quarantine(
 ) -> None:
     """Keep every refused certificate with its reason; the same input refused for the same
     reason again is not stored twice (the first record answers for it)."""
-    wanted = [
-        (i, hashlib.sha256(items[i].raw_bytes).digest())
-        for i, d in enumerate(decided)
-        if d.outcome == "quarantined"
-    ]
+    raw_bytes = {i: items[i].raw_bytes for i, d in enumerate(decided) if d.outcome == "quarantined"}
+    wanted = [(i, hashlib.sha256(raw).digest()) for i, raw in raw_bytes.items()]
     if not wanted:
         return
     known = {
@@ -598,7 +599,7 @@ def _quarantine(
                 "card_counter": cert.counter if cert else None,
                 "amount": cert.amount if cert else None,
                 "raw_digest": digest,
-                "raw_sealed": ctx.secrets.seal(_RAW_PURPOSE, item.raw_bytes),
+                "raw_sealed": ctx.secrets.seal(_RAW_PURPOSE, raw_bytes[index]),
                 "status": "open",
                 "business_date": day,
                 "received_us": now,
