@@ -43,7 +43,10 @@ MAX_KEY_LENGTH = 255
 
 
 def valid_key(key: str) -> bool:
-    return 1 <= len(key) <= MAX_KEY_LENGTH and all(33 <= ord(ch) <= 126 for ch in key)
+    """1 to 255 printable ASCII characters, no space (33 to 126)."""
+    return (
+        1 <= len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable() and " " not in key
+    )
 
 
 def stored_key(key: str) -> str:
