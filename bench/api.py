@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvloop
 
 from bench import log
 from bench.databases import scratch_database
@@ -142,7 +143,7 @@ def post_all(
     latencies, non-2xx count). The processes start together, after connecting."""
     processes = max(1, min(processes, concurrency))
     if processes == 1:
-        started, finished, latencies, failures = asyncio.run(
+        started, finished, latencies, failures = uvloop.run(
             drive(base, path, bodies, key, concurrency, idempotency)
         )
         return finished - started, latencies, failures
@@ -179,7 +180,7 @@ def _drive_share(
     concurrency: int,
     idempotency: list[str] | None,
 ) -> None:
-    results.put(asyncio.run(drive(*target, concurrency, idempotency, ready)))
+    results.put(uvloop.run(drive(*target, concurrency, idempotency, ready)))
 
 
 async def drive(
@@ -192,16 +193,28 @@ async def drive(
     ready: Any = None,
 ) -> tuple[float, float, list[float], int]:
     """POST every body with `concurrency` kept-alive connections (a plain asyncio HTTP/1.1
-    client: a general-purpose client library, not the server, would be the bottleneck);
+    client on uvloop: a general-purpose client library, not the server, would be the
+    bottleneck);
     returns (started, finished, latencies, non-2xx count). With `ready` (a barrier), the
     connections are opened first and the requests start when every process is ready."""
     host, port = base.removeprefix("http://").split(":")
     latencies: list[float] = []
     failures = 0
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for index in range(len(bodies)):
-        queue.put_nowait(index)
     auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    # The requests are made before the clock starts: a terminal has its request ready.
+    requests: list[bytes] = []
+    for index, body in enumerate(bodies):
+        extra = f"Idempotency-Key: {idempotency[index]}\r\n" if idempotency else ""
+        requests.append(
+            (
+                f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{auth}{extra}"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body
+        )
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for request in requests:
+        queue.put_nowait(request)
 
     connections = [await asyncio.open_connection(host, int(port)) for _ in range(concurrency)]
     if ready is not None:
@@ -211,13 +224,7 @@ async def drive(
         nonlocal failures
         try:
             while not queue.empty():
-                index = queue.get_nowait()
-                extra = f"Idempotency-Key: {idempotency[index]}\r\n" if idempotency else ""
-                body = bodies[index]
-                request = (
-                    f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{auth}{extra}"
-                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-                ).encode() + body
+                request = queue.get_nowait()
                 started = time.perf_counter()
                 status, answer = await _exchange(reader, writer, request)
                 latencies.append(time.perf_counter() - started)

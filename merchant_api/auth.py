@@ -115,10 +115,15 @@ class FailureCounter:
 
     def blocked(self, client: str) -> float:
         """Seconds until `client` may try again (0: now)."""
+        if client not in self._failures:  # the usual case: no failure to count
+            return 0.0
         now = time.monotonic()
         with self._lock:
             recent = [t for t in self._failures.get(client, []) if t > now - 60]
-            self._failures[client] = recent
+            if recent:
+                self._failures[client] = recent
+            else:
+                self._failures.pop(client, None)
             if len(recent) < self.per_minute:
                 return 0.0
             return max(0.1, recent[0] + 60 - now)

@@ -6,6 +6,14 @@ transaction would pay a full round of locks, statements and a commit; here one t
 per process takes every submission waiting in its queue (up to `MAX_BATCH`) and runs them
 through `transactions.submit_many` together, the way a database groups commits.
 
+A transaction costs about ten statements whatever its size, so a group of sixteen costs
+far less per request than sixteen groups of one. Requests that arrive together (the
+answers of one group go out together, and their terminals' next requests come back
+together) reach the queue one after another, each after its own trip through the request
+pipeline. So the thread lingers: after the first submission it keeps taking more while
+they keep coming, until none has come for `QUIET_S` or `LINGER_S` has passed since the
+first. A lone request waits `QUIET_S` at most; a burst goes in one transaction.
+
 Guarantees (the same as one at a time):
 - Every request is answered only after the transaction holding it has committed. Its
   Idempotency-Key is claimed in that same transaction and its answer stored there too, so
@@ -20,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +40,10 @@ from merchant_api.services import transactions
 from merchant_api.services.certificates import Submitted
 
 MAX_BATCH = 128
+# A gap this long ends the group (a request's trip through the pipeline is well under it).
+QUIET_S = 0.001
+# The longest the first submission of a group waits for others to join it.
+LINGER_S = 0.004
 
 
 @dataclass
@@ -85,9 +98,11 @@ class Coalescer:
             if first is None:
                 return
             jobs = [first]
+            deadline = time.monotonic() + LINGER_S
             while len(jobs) < MAX_BATCH:
+                wait = min(QUIET_S, deadline - time.monotonic())
                 try:
-                    more = self._queue.get_nowait()
+                    more = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 
 from card_reader.keys import BackOfficeKeys
 from ledger import Ledger
-from merchant_api.crypto import ApiSecrets
+from merchant_api.crypto import ApiSecrets, CertificateVerifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +47,7 @@ class ApiContext:
     webhook_timeout_s: float = 5.0
     webhook_backoff_s: float = 30.0
     run_background: bool = True
+    certificates: CertificateVerifier = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.certificates = CertificateVerifier(self.card_keys)

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from card_reader.certificate import Certificate, certificate_mac
+from card_reader.keys import BackOfficeKeys
+
 MIN_ROOT_KEY_BYTES = 32
 API_KEY_PREFIX = "jo"
 _NONCE_BYTES = 12
@@ -109,3 +112,32 @@ def hash_secret(secret: str) -> bytes:
 
 def secret_matches(secret: str, stored_hash: bytes) -> bool:
     return hmac.compare_digest(hash_secret(secret), stored_hash)
+
+
+class CertificateVerifier:
+    """Verifies certificate MACs, keeping each card's derived certificate key in memory.
+
+    Deriving a card's key (AN10922) costs more than the MAC itself, and a card pays many
+    times a day. The keys live only in this process's memory, at most `max_cards` of them
+    (then the cache starts again empty); they are never logged (repr hides them), stored
+    or sent anywhere. The MAC of every certificate is still computed and compared in
+    constant time; only the derivation is remembered.
+    """
+
+    def __init__(self, keys: BackOfficeKeys, max_cards: int = 200_000) -> None:
+        self._keys = keys
+        self._max_cards = max_cards
+        self._card_keys: dict[bytes, bytes] = {}
+
+    def __repr__(self) -> str:
+        return "CertificateVerifier(<hidden>)"
+
+    def verify(self, cert: Certificate) -> bool:
+        """True if the card that owns `cert.card_serial` made exactly this certificate
+        (the same answer as card_reader.certificate.verify_certificate)."""
+        key = self._card_keys.get(cert.card_serial)
+        if key is None:
+            if len(self._card_keys) >= self._max_cards:
+                self._card_keys.clear()
+            key = self._card_keys[cert.card_serial] = self._keys.certificate_key(cert.card_serial)
+        return hmac.compare_digest(certificate_mac(key, cert.signed_bytes()), cert.mac)

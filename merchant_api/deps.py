@@ -16,20 +16,24 @@ from merchant_api.errors import PROBLEM_MEDIA_TYPE, ApiError, ErrorCode
 from merchant_api.middleware import IDEMPOTENCY_KEY, PRINCIPAL
 from merchant_api.schemas.common import Problem
 
+# Handlers take these as dependencies. A hot route may call them itself on its `request`:
+# Litestar resolves two or more dependencies of one handler concurrently, in an anyio task
+# group per request, which costs more than the lookups themselves.
 
-def _ctx(request: Request[Any, Any, Any]) -> ApiContext:
+
+def ctx_from(request: Request[Any, Any, Any]) -> ApiContext:
     ctx: ApiContext = request.app.state.ctx
     return ctx
 
 
-def _principal(request: Request[Any, Any, Any]) -> Principal:
+def principal_from(request: Request[Any, Any, Any]) -> Principal:
     principal: Principal | None = request.scope["state"].get(PRINCIPAL)
     if principal is None:
         raise ApiError(401, ErrorCode.API_KEY_MISSING, "send Authorization: Bearer <api key>")
     return principal
 
 
-def _idempotency_key(request: Request[Any, Any, Any]) -> str:
+def idempotency_key_from(request: Request[Any, Any, Any]) -> str:
     key: str | None = request.scope["state"].get(IDEMPOTENCY_KEY)
     if key is None:
         raise ApiError(
@@ -39,9 +43,9 @@ def _idempotency_key(request: Request[Any, Any, Any]) -> str:
 
 
 DEPENDENCIES = {
-    "ctx": Provide(_ctx, sync_to_thread=False),
-    "principal": Provide(_principal, sync_to_thread=False),
-    "idempotency_key": Provide(_idempotency_key, sync_to_thread=False),
+    "ctx": Provide(ctx_from, sync_to_thread=False),
+    "principal": Provide(principal_from, sync_to_thread=False),
+    "idempotency_key": Provide(idempotency_key_from, sync_to_thread=False),
 }
 
 

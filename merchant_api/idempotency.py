@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
@@ -43,7 +42,10 @@ MAX_KEY_LENGTH = 255
 
 
 def valid_key(key: str) -> bool:
-    return 1 <= len(key) <= MAX_KEY_LENGTH and all(33 <= ord(ch) <= 126 for ch in key)
+    """1 to 255 printable ASCII characters, no space (33 to 126)."""
+    return (
+        1 <= len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable() and " " not in key
+    )
 
 
 def stored_key(key: str) -> str:
@@ -118,26 +120,40 @@ def claim_in(
     in_order = sorted(
         zip(requests, mine, strict=True), key=lambda r: (r[0].api_key_id.int, r[0].key)
     )
-    insert = sqlite_insert(t) if is_sqlite(conn) else postgresql_insert(t)
-    won = {
-        row.claim
-        for row in conn.execute(
-            insert.on_conflict_do_nothing(index_elements=[t.c.api_key_id, t.c.key]).returning(
-                t.c.claim
-            ),
-            [
+    if is_sqlite(conn):
+        won = {
+            row.claim
+            for row in conn.execute(
+                sqlite_insert(t)
+                .on_conflict_do_nothing(index_elements=[t.c.api_key_id, t.c.key])
+                .returning(t.c.claim),
+                [
+                    {
+                        "api_key_id": r.api_key_id,
+                        "key": r.key,
+                        "request_digest": r.digest,
+                        "claim": claim,
+                        "locked_until_us": until,
+                        "created_us": now,
+                    }
+                    for r, claim in in_order
+                ],
+            )
+        }
+    else:
+        won = set(
+            conn.execute(
+                _CLAIM_POSTGRESQL,
                 {
-                    "api_key_id": r.api_key_id,
-                    "key": r.key,
-                    "request_digest": r.digest,
-                    "claim": claim,
-                    "locked_until_us": until,
-                    "created_us": now,
-                }
-                for r, claim in in_order
-            ],
+                    "key_ids": [r.api_key_id for r, _ in in_order],
+                    "keys": [r.key for r, _ in in_order],
+                    "digests": [r.digest for r, _ in in_order],
+                    "claims": [claim for _, claim in in_order],
+                    "until": until,
+                    "now": now,
+                },
+            ).scalars()
         )
-    }
     lost = {
         (r.api_key_id, r.key) for r, claim in zip(requests, mine, strict=True) if claim not in won
     }
@@ -189,6 +205,19 @@ def claim_in(
             else:
                 outcomes.append(_in_flight())
     return outcomes
+
+
+# PostgreSQL: the keys travel as arrays, so the statement's text (and its prepared plan)
+# is the same however many there are; unnest keeps the arrays' (key) order.
+_CLAIM_POSTGRESQL = sa.text(
+    "INSERT INTO idempotency_keys"
+    " (api_key_id, key, request_digest, claim, locked_until_us, created_us)"
+    " SELECT k.api_key_id, k.key, k.request_digest, k.claim, :until, :now"
+    " FROM unnest(CAST(:key_ids AS uuid[]), CAST(:keys AS varchar[]),"
+    " CAST(:digests AS bytea[]), CAST(:claims AS uuid[]))"
+    " AS k(api_key_id, key, request_digest, claim)"
+    " ON CONFLICT (api_key_id, key) DO NOTHING RETURNING claim"
+).columns(sa.column("claim", sa.Uuid))
 
 
 def _key_order(pair: tuple[ClaimRequest, uuid.UUID]) -> tuple[int, str]:

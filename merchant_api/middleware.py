@@ -6,11 +6,12 @@ Order (outermost first): `ObservabilityMiddleware` (request id, metrics, one log
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -133,6 +134,16 @@ def gatekeeping_of(scope: Scope) -> Gatekeeping:
     return gate
 
 
+# Request ids: random per process, then counted. os.urandom per request would hand the
+# GIL to the coalescer's thread (getrandom releases it) and wait for it back.
+_REQUEST_ID_PREFIX = os.urandom(8).hex()
+_REQUEST_COUNTER = itertools.count()
+
+
+def new_request_id() -> str:
+    return f"{_REQUEST_ID_PREFIX}{next(_REQUEST_COUNTER):016x}"
+
+
 def request_id_of(scope: Scope) -> str:
     return str(scope.get("state", {}).get(REQUEST_ID, ""))
 
@@ -146,7 +157,7 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         given = Headers.from_scope(scope).get("x-request-id", "")
-        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id = given if given and _REQUEST_ID.fullmatch(given) else new_request_id()
         scope.setdefault("state", {})[REQUEST_ID] = request_id
         started = time.perf_counter()
         status = 500
@@ -173,22 +184,37 @@ class ObservabilityMiddleware:
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or "unmatched"
             method = _method(scope)
-            REQUESTS.labels(method, route, str(status)).inc()
-            LATENCY.labels(method, route).observe(elapsed)
-            principal = scope["state"].get(PRINCIPAL)
-            log.info(
-                "request",
-                extra={
-                    "fields": {
-                        "request_id": request_id,
-                        "method": method,
-                        "route": route,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 2),
-                        "api_key": principal.prefix if principal else None,
-                    }
-                },
-            )
+            requests, latency = _metrics_for(method, route, status)
+            requests.inc()
+            latency.observe(elapsed)
+            if log.isEnabledFor(logging.INFO):
+                principal = scope["state"].get(PRINCIPAL)
+                log.info(
+                    "request",
+                    extra={
+                        "fields": {
+                            "request_id": request_id,
+                            "method": method,
+                            "route": route,
+                            "status": status,
+                            "duration_ms": round(elapsed * 1000, 2),
+                            "api_key": principal.prefix if principal else None,
+                        }
+                    },
+                )
+
+
+_METRIC_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def _metrics_for(method: str, route: str, status: int) -> tuple[Any, Any]:
+    """The request counter and latency histogram of one (method, route template, status):
+    looked up once per process (routes are templates, so there are few of them)."""
+    found = _METRIC_CHILDREN.get((method, route, status))
+    if found is None:
+        found = (REQUESTS.labels(method, route, str(status)), LATENCY.labels(method, route))
+        _METRIC_CHILDREN[(method, route, status)] = found
+    return found
 
 
 class AuthMiddleware:

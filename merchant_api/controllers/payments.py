@@ -14,7 +14,18 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from merchant_api.auth import OWNERS_AND_ISSUER, READERS, TERMINAL_CALLERS
 from merchant_api.coalesce import Job
-from merchant_api.deps import Caller, Ctx, Cursor, IdempotencyKey, Limit, problems, scopes
+from merchant_api.deps import (
+    Caller,
+    Ctx,
+    Cursor,
+    IdempotencyKey,
+    Limit,
+    ctx_from,
+    idempotency_key_from,
+    principal_from,
+    problems,
+    scopes,
+)
 from merchant_api.middleware import (
     IDEMPOTENCY_CLAIM,
     IDEMPOTENCY_DONE,
@@ -56,11 +67,7 @@ class CardTransactionController(Controller):
         summary="Submit one card-signed debit certificate from a terminal",
     )
     async def create(
-        self,
-        data: JSONBody[CertificateJson],
-        ctx: Ctx,
-        principal: Caller,
-        request: Request[Any, Any, Any],
+        self, data: JSONBody[CertificateJson], request: Request[Any, Any, Any]
     ) -> Response[bytes]:
         """The body is the certificate's JSON form (docs/card-protocol.md). 201: posted;
         200: the same certificate was recorded before; 422: quarantined, `code` says why
@@ -68,7 +75,7 @@ class CardTransactionController(Controller):
         `exceeds_credits`, or the certificate's format reason)."""
         state = request.scope["state"]
         wanted = state.get(IDEMPOTENCY_REQUEST)
-        job = Job(principal, certificates.parse(ctx, data), wanted)
+        job = Job(principal_from(request), certificates.parse(ctx_from(request), data), wanted)
         # No thread is held while it waits: the coalescer's thread does the database work.
         answer = await request.app.state.coalescer.submit(job)
         if wanted is not None and answer.claim is not None:
@@ -143,12 +150,14 @@ class CardTransactionController(Controller):
     summary="Upload a gate's journal batch (idempotent per batch_id)",
 )
 def upload_gate_batch(
-    data: JSONBody[GateBatch], ctx: Ctx, principal: Caller, idempotency_key: IdempotencyKey
+    data: JSONBody[GateBatch], request: Request[Any, Any, Any]
 ) -> Response[BatchAnswer]:
     """Every certificate is answered in order: posted, duplicate, or quarantined with its
     reason. The batch is recorded whole or not at all."""
     digest = hashlib.sha256(msgspec.json.encode(data)).digest()
-    status, answer = transactions.submit_batch(ctx, principal, idempotency_key, data, digest)
+    status, answer = transactions.submit_batch(
+        ctx_from(request), principal_from(request), idempotency_key_from(request), data, digest
+    )
     return Response(answer, status_code=status)
 
 

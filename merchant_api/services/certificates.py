@@ -45,7 +45,6 @@ from card_reader.certificate import (
     Certificate,
     CertificateFormatError,
     TransactionKind,
-    verify_certificate,
 )
 from ledger import PostPending, Request, Transfer, VoidPending, credit, debit
 from ledger.queries import accounts_by_id
@@ -93,10 +92,16 @@ class Submitted:
     cannot be posted whatever the database says (malformed, or its MAC does not verify)."""
 
     raw: Any
-    raw_bytes: bytes
     cert: Certificate | None
     reason: str | None
     detail: str = ""
+
+    @property
+    def raw_bytes(self) -> bytes:
+        """The input in canonical JSON (what quarantine keeps); only refused ones need it."""
+        return json.dumps(
+            self.raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
 
     @property
     def terminal_seq(self) -> int | None:
@@ -113,14 +118,13 @@ def certificate_digest(cert: Certificate) -> bytes:
 
 def parse(ctx: ApiContext, raw: Any) -> Submitted:
     """Parse and verify one certificate (no database: done before the transaction)."""
-    raw_bytes = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     try:
         cert = Certificate.from_json(raw)
     except CertificateFormatError as exc:
-        return Submitted(raw, raw_bytes, None, exc.reason.value, exc.field or "")
-    if not verify_certificate(cert, ctx.card_keys):
-        return Submitted(raw, raw_bytes, cert, MAC_INVALID)
-    return Submitted(raw, raw_bytes, cert, None)
+        return Submitted(raw, None, exc.reason.value, exc.field or "")
+    if not ctx.certificates.verify(cert):
+        return Submitted(raw, cert, MAC_INVALID)
+    return Submitted(raw, cert, None)
 
 
 @dataclass(slots=True)
@@ -171,7 +175,8 @@ def accept(
     caller = callers[0] if callers else Caller(uuid.UUID(int=1), None)
     day = business_date(now)
     certs = [item.cert if item.reason is None else None for item in items]
-    lookups = {ctx.secrets.serial_hash(cert.card_serial) for cert in certs if cert}
+    serial_hashes = [ctx.secrets.serial_hash(cert.card_serial) if cert else b"" for cert in certs]
+    lookups = {serial_hashes[i] for i, cert in enumerate(certs) if cert}
     # Lock the cards first, in id order (see merchant_api.services.cards).
     cards = (
         {
@@ -192,12 +197,13 @@ def accept(
         {cert.terminal_id for cert in certs if cert}
         | ({caller.batch_terminal_code} if caller.batch_terminal_code else set()),
     )
-    wanted_ids = {
-        transaction_id(card.id, cert.counter)
-        for cert in certs
+    tx_ids = {
+        i: transaction_id(card.id, cert.counter)
+        for i, cert in enumerate(certs)
         if cert
-        if (card := card_by_hash.get(ctx.secrets.serial_hash(cert.card_serial))) is not None
+        if (card := card_by_hash.get(serial_hashes[i])) is not None
     }
+    wanted_ids = set(tx_ids.values())
     existing = (
         {
             row.id: row.certificate_digest
@@ -232,7 +238,7 @@ def accept(
         if batch_refusal is not None:
             decided[index] = Decided("quarantined", batch_refusal)
             continue
-        card = card_by_hash.get(ctx.secrets.serial_hash(cert.card_serial))
+        card = card_by_hash.get(serial_hashes[index])
         if card is None:
             decided[index] = Decided("quarantined", CARD_UNKNOWN)
             continue
@@ -247,7 +253,7 @@ def accept(
         if not forwarded and owner is not None and terminal.merchant_id != owner:
             decided[index] = Decided("quarantined", TERMINAL_NOT_OWNED)
             continue
-        tx_id = transaction_id(card.id, cert.counter)
+        tx_id = tx_ids[index]
         digest = certificate_digest(cert)
         prior = existing.get(tx_id, seen.get(tx_id))
         if prior is not None:
@@ -536,11 +542,8 @@ def _quarantine(
 ) -> None:
     """Keep every refused certificate with its reason; the same input refused for the same
     reason again is not stored twice (the first record answers for it)."""
-    wanted = [
-        (i, hashlib.sha256(items[i].raw_bytes).digest())
-        for i, d in enumerate(decided)
-        if d.outcome == "quarantined"
-    ]
+    raw_bytes = {i: items[i].raw_bytes for i, d in enumerate(decided) if d.outcome == "quarantined"}
+    wanted = [(i, hashlib.sha256(raw).digest()) for i, raw in raw_bytes.items()]
     if not wanted:
         return
     known = {
@@ -551,6 +554,24 @@ def _quarantine(
             )
         )
     }
+    # The cards the refused certificates name, in one statement however many there are.
+    lookups = {
+        index: ctx.secrets.serial_hash(cert.card_serial)
+        for index, _ in wanted
+        if (cert := items[index].cert) is not None
+    }
+    card_ids = (
+        {
+            row.serial_hash: row.id
+            for row in conn.execute(
+                sa.select(schema.cards.c.id, schema.cards.c.serial_hash).where(
+                    schema.cards.c.serial_hash.in_(set(lookups.values()))
+                )
+            )
+        }
+        if lookups
+        else {}
+    )
     rows = []
     for index, digest in wanted:
         reason = decided[index].reason or "unknown"
@@ -561,12 +582,7 @@ def _quarantine(
         item = items[index]
         caller = callers[index]
         cert = item.cert
-        card_id = None
-        if cert is not None:
-            lookup = ctx.secrets.serial_hash(cert.card_serial)
-            card_id = conn.execute(
-                sa.select(schema.cards.c.id).where(schema.cards.c.serial_hash == lookup)
-            ).scalar_one_or_none()
+        card_id = card_ids.get(lookups[index]) if index in lookups else None
         raw_terminal = item.raw.get("terminal_id") if isinstance(item.raw, dict) else None
         terminal_code = (
             cert.terminal_id
@@ -598,7 +614,7 @@ def _quarantine(
                 "card_counter": cert.counter if cert else None,
                 "amount": cert.amount if cert else None,
                 "raw_digest": digest,
-                "raw_sealed": ctx.secrets.seal(_RAW_PURPOSE, item.raw_bytes),
+                "raw_sealed": ctx.secrets.seal(_RAW_PURPOSE, raw_bytes[index]),
                 "status": "open",
                 "business_date": day,
                 "received_us": now,
