@@ -41,7 +41,6 @@ from card_reader.keys import BackOfficeKeys
 from ledger import Ledger, run_read, run_write
 from ledger import schema as ls
 from ledger.journal import Block
-from ledger.verify import verify
 from merchant_api import schema as api
 from merchant_api.crypto import ApiSecrets
 from merchant_api.services.loads import resolve_load
@@ -53,6 +52,7 @@ from reconciliation.nightly import cards, gates, merchants, records, settlement
 from reconciliation.nightly.breaks import Changes, persist, unsettled_count
 from reconciliation.nightly.extract import Scope, create_duck, extract
 from reconciliation.nightly.findings import CheckResult, Finding
+from reconciliation.nightly.proof import prove
 from reconciliation.nightly.report import write_reports
 from reconciliation.nightly.schema import recon_breaks, recon_runs
 from reconciliation.nightly.statements import read_merchant_reports, read_statement
@@ -413,7 +413,7 @@ def _ledger_checks(
         postponed = ""
     head: Block | None = ledger.head()
     mark = 0 if full_verify else run_read(engine, _verified_through)
-    report = run_read(engine, lambda conn: verify(conn, rehash_after_seq=mark))
+    report = prove(engine, mark)
     for violation in report.violations:
         result.findings.append(
             Finding(
