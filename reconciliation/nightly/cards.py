@@ -29,14 +29,24 @@ from __future__ import annotations
 import hmac
 import json
 import multiprocessing
+import struct
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
+from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives.cmac import CMAC
 
-from card_reader.certificate import Certificate, Journey, TransactionKind, certificate_mac
+from card_reader.certificate import (
+    _FIXED_HEAD,
+    CERTIFICATE_VERSION,
+    Certificate,
+    CertificateFormatError,
+    Journey,
+    TransactionKind,
+)
 from card_reader.keys import BackOfficeKeys
 from merchant_api.crypto import ApiSecrets
 from reconciliation.nightly.findings import CheckResult, Finding, card_subject
@@ -285,32 +295,80 @@ def verify_batch(
     """(card, counter, amount) of every certificate in `batch` whose MAC does not verify.
 
     Runs in the job's process or in a worker process; serials are unsealed here, in memory,
-    for key diversification only."""
+    for key diversification only. The batch is ordered by card: one key derivation and one
+    keyed CMAC per card, copied for each of its certificates. A record that no longer even
+    encodes as a certificate (a value out of range) cannot carry the card's MAC either."""
     bad = []
     card = None
-    serial = key = b""
+    serial = b""
+    keyed: CMAC | None = None
     for card_id, sealed, counter, kind, amount, balance, terminal, seq, at, journey, mac in zip(
         *(column.to_pylist() for column in batch.columns), strict=True
     ):
         if card_id != card:
             card = card_id
             serial = secrets.unseal(SERIAL_PURPOSE, bytes.fromhex(sealed))
-            key = keys.certificate_key(serial)
-        cert = Certificate(
-            card_serial=serial,
-            counter=counter,
-            kind=TransactionKind(kind),
-            amount=amount,
-            balance_after=balance,
-            terminal_id=terminal,
-            terminal_seq=seq,
-            timestamp=at // 1_000_000,
-            journey=Journey.from_json(json.loads(journey)) if journey else None,
-            mac=bytes.fromhex(mac),
-        )
-        if not hmac.compare_digest(certificate_mac(key, cert.signed_bytes()), cert.mac):
+            keyed = CMAC(algorithms.AES(keys.certificate_key(serial)))
+        assert keyed is not None
+        try:
+            signed = signed_bytes(
+                serial, counter, kind, amount, balance, terminal, seq, at, journey
+            )
+        except (ValueError, struct.error, CertificateFormatError):
+            bad.append((card_id, counter, amount))
+            continue
+        computed = keyed.copy()
+        computed.update(signed)
+        if not hmac.compare_digest(computed.finalize(), bytes.fromhex(mac)):
             bad.append((card_id, counter, amount))
     return bad
+
+
+def signed_bytes(
+    serial: bytes,
+    counter: int,
+    kind: str,
+    amount: int,
+    balance: int,
+    terminal: str,
+    seq: int,
+    card_time_us: int,
+    journey: str | None,
+) -> bytes:
+    """What the card MACed for this record (card_reader's `Certificate.signed_bytes`).
+
+    A certificate without a journey (nearly all of them) is packed here directly, as
+    `Certificate.signed_bytes` packs it, without building and validating a Certificate per
+    row (tests/reconciliation/test_chain_properties.py proves both agree)."""
+    if journey is None:
+        tid = terminal.encode("ascii")
+        return (
+            _FIXED_HEAD.pack(
+                CERTIFICATE_VERSION,
+                TransactionKind(kind).code,
+                serial,
+                counter,
+                amount,
+                balance,
+                card_time_us // 1_000_000,
+                seq,
+            )
+            + bytes([len(tid)])
+            + tid
+            + b"\x00"
+        )
+    return Certificate(
+        card_serial=serial,
+        counter=counter,
+        kind=TransactionKind(kind),
+        amount=amount,
+        balance_after=balance,
+        terminal_id=terminal,
+        terminal_seq=seq,
+        timestamp=card_time_us // 1_000_000,
+        journey=Journey.from_json(json.loads(journey)),
+        mac=bytes(16),
+    ).signed_bytes()
 
 
 def check_signatures(
