@@ -7,7 +7,8 @@ The steps, in order (each one idempotent, so a second run of the same day change
    before anything is written);
 3. extract the day into DuckDB (reconciliation.nightly.extract);
 4. settle loads the cards' evidence decides (merchant_api's resolve_load);
-5. settle every merchant and operator, write the payout instruction file;
+5. settle every merchant and operator, write the payout instruction file (on PostgreSQL
+   beside steps 3 and 4: settlement touches only payables and the settlement bank);
 6. seal the ledger's journal and verify every ledger invariant;
 7. the checks: records vs ledger, cards, gates, merchants' reports, bank statements,
    settlements vs ledger;
@@ -252,9 +253,14 @@ def _reconcile(
     day = config.day.isoformat()
     summary: dict[str, Any] = {}
     scope = run_read(engine, _break_scope)
-    # The ledger's own proof reads the whole journal in one snapshot and shares nothing
-    # with the DuckDB checks, so it runs beside them.
+    # Settling touches only the owners' payables and the settlement bank, so on PostgreSQL
+    # it runs beside the extraction and the load resolutions (which touch purses and the
+    # float); SQLite has one writer, so there it runs after them. The ledger's proof reads
+    # the whole journal in one snapshot and shares nothing with the DuckDB checks, so it
+    # runs beside them, once the night's last transfer is posted.
+    concurrent = engine.dialect.name == "postgresql"
     with ThreadPoolExecutor(max_workers=1) as background:
+        settled = background.submit(_settle, engine, ledger, config, phases) if concurrent else None
         with phases.step("extract", total=7) as tick:
             summary["extracted"] = extract(
                 engine, duck, config.day, bounds, scope, spill_dir, config.shards, tick
@@ -266,13 +272,7 @@ def _reconcile(
                 tick()
             _apply_load_decisions(duck, decisions)
             summary["loads_settled_by_evidence"] = len(decisions)
-        with phases.step("settle") as tick:
-            lines = settlement.settle_all(engine, ledger, config.day, tick)
-            payout_total = settlement.write_payout_file(
-                engine, day, config.out_dir / f"payouts-{day}.csv"
-            )
-            summary["settlement"] = [_line(line) for line in lines]
-            summary["payout_total"] = payout_total
+        summary.update(settled.result() if settled else _settle(engine, ledger, config, phases))
         # After the last transfer of the night is posted: seal, then prove the ledger.
         ledger_future = background.submit(
             _timed, phases, "seal and verify ledger", engine, ledger, bounds, config.full_verify
@@ -319,6 +319,19 @@ def _reconcile(
             settlement_result,
         ]
         return results, summary
+
+
+def _settle(
+    engine: Engine, ledger: Ledger, config: NightlyConfig, phases: Phases
+) -> dict[str, Any]:
+    """Settle every owner for the day and write the payout instruction file."""
+    day = config.day.isoformat()
+    with phases.step("settle") as tick:
+        lines = settlement.settle_all(engine, ledger, config.day, tick)
+        payout_total = settlement.write_payout_file(
+            engine, day, config.out_dir / f"payouts-{day}.csv"
+        )
+    return {"settlement": [_line(line) for line in lines], "payout_total": payout_total}
 
 
 def _timed(
