@@ -47,7 +47,7 @@ from merchant_api.wib import business_date, day_bounds_us, now_us
 from reconciliation.nightly import records
 from reconciliation.nightly.cards import _CHAIN, SERIAL_PURPOSE
 from reconciliation.nightly.extract import Scope, create_duck, extract
-from reconciliation.nightly.job import NightlyConfig, run_nightly
+from reconciliation.nightly.job import DEFAULT_MEMORY_LIMIT, NightlyConfig, run_nightly
 
 KEYS = BackOfficeKeys.from_hex("11" * 16, "22" * 16)
 SECRETS = ApiSecrets.from_root(b"\x05" * 32)
@@ -151,7 +151,7 @@ def measure_ceiling(engine: Any, day: dt.date) -> float:
     """The same data extracted again (not timed), then only the core queries, bare."""
     with tempfile.TemporaryDirectory() as spill:
         (Path(spill) / "spill").mkdir()
-        duck = create_duck(Path(spill), "1GB", 2)
+        duck = create_duck(Path(spill), DEFAULT_MEMORY_LIMIT, 2)
         extract(
             engine,
             duck,
@@ -278,7 +278,9 @@ def generate(url: str, day: dt.date, count: int) -> None:
                 )
             )
     log(f"  {cards:,} cards, {len(terminals)} terminals")
-    t_rows, p_rows, ct_rows = [], [], []
+    t_rows: list[Any] = []
+    p_rows: list[Any] = []
+    ct_rows: list[Any] = []
 
     def transfer(
         tid: uuid.UUID, kind: str, at: int, legs: list[tuple[uuid.UUID, int]], meta: str

@@ -68,6 +68,11 @@ class NightlyError(RuntimeError):
         super().__init__(f"{code}: {detail}")
 
 
+# DuckDB's cap: with the MAC workers and the Python side it keeps a 10,000,000-transaction
+# night under 2 GB (docs/reconciliation.md, benchmark).
+DEFAULT_MEMORY_LIMIT = "768MB"
+
+
 @dataclass(frozen=True, slots=True)
 class NightlyConfig:
     """Constraints: shards divides 16 (1, 2, 4, 8 or 16); memory_limit like "1GB"."""
@@ -77,7 +82,7 @@ class NightlyConfig:
     merchant_reports: Path | None = None
     bank_statements: tuple[Path, ...] = ()
     shards: int = 4
-    memory_limit: str = "1GB"
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
     threads: int = 2
     progress: bool = True
     export_dir: Path | None = None
@@ -283,7 +288,9 @@ def _reconcile(
             )
         with phases.step("cards") as tick:
             card_result = cards.check_chains(duck, config.shards, tick)
-            signatures = cards.check_signatures(duck, day, keys, secrets, config.threads, tick)
+            signatures = cards.check_signatures(
+                duck, day, keys, secrets, config.threads, tick, config.shards
+            )
             for extra in (
                 signatures,
                 cards.check_shadow_balances(duck),
