@@ -30,7 +30,18 @@ from sqlalchemy.engine import Engine
 from ledger import journal
 from ledger.db import run_read
 from ledger.queries import Balances
-from ledger.verify import Check, Report, Violation, verify
+
+# The checks of ledger.verify that already return only the rows that break them are reused
+# as they are (private there: ledger.verify has no public per-check entry points).
+from ledger.verify import (
+    Check,
+    Report,
+    Violation,
+    _guards,
+    _pending_resolutions,
+    _unique_ids,
+    verify,
+)
 
 SEQ_CHUNK = 250_000
 WORKERS = 2
@@ -153,10 +164,6 @@ class _Tally:
 
 
 def _prove_postgresql(engine: Engine, mark: int) -> Report:
-    # ledger.verify imports are private there; the checks that already return only the
-    # rows that break them are reused as they are.
-    from ledger.verify import _guards, _pending_resolutions, _unique_ids
-
     violations: list[Violation] = []
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
         snapshot = str(conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one())
@@ -346,18 +353,20 @@ class _Tasks:
     def _work(self) -> None:
         raw = self.engine.raw_connection()
         try:
-            raw.driver_connection.autocommit = True  # type: ignore[union-attr]
-            cur = raw.cursor()
-            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            cur.execute(f"SET TRANSACTION SNAPSHOT '{self.snapshot}'")
-            while not self.errors and (task := self._next()) is not None:
-                task(cur)
-            cur.execute("ROLLBACK")
-            cur.close()
+            driver = raw.driver_connection
+            assert driver is not None
+            driver.autocommit = True  # the transaction below is begun explicitly
+            with driver.cursor() as cur:
+                cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cur.execute(f"SET TRANSACTION SNAPSHOT '{self.snapshot}'")
+                while not self.errors and (task := self._next()) is not None:
+                    task(cur)
+                cur.execute("ROLLBACK")
+            driver.autocommit = False
         except BaseException as exc:
             self.errors.append(exc)
+            raw.invalidate()  # in an unknown state: the pool must not hand it out again
         finally:
-            raw.driver_connection.autocommit = False  # type: ignore[union-attr]
             raw.close()
 
     def run(self) -> None:
