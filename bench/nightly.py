@@ -5,7 +5,12 @@
    certificate MACs under the test master keys) recorded by the API's tables and posted as
    ledger transfers with their content hashes, and the gates' batches. Rows are written
    with COPY, the ledger's triggers off for the bulk load only (they are back for the run).
-2. Run the whole nightly job on it (timed, per phase), in this process.
+   Between the day before and the day, the real nightly job runs for the day before (not
+   timed): it seals the history and proves it, as a real back office's last night did, so
+   the timed night re-hashes only what was sealed since (ledger proof, incremental form).
+2. Run the whole nightly job on it (timed, per phase), in this process. Peak memory is the
+   largest sum of the resident sets of this process and its children (the MAC workers)
+   sampled every 0.1 s while the job runs, not only this process's own.
 3. The ceiling: the bare DuckDB queries for the core matching (records against ledger
    transfers), the card-chain windows and the settlement aggregates, over the same
    extracted data.
@@ -20,9 +25,11 @@ import argparse
 import datetime as dt
 import json
 import multiprocessing
+import os
 import random
 import resource
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -40,7 +47,7 @@ from merchant_api.wib import business_date, day_bounds_us, now_us
 from reconciliation.nightly import records
 from reconciliation.nightly.cards import _CHAIN, SERIAL_PURPOSE
 from reconciliation.nightly.extract import Scope, create_duck, extract
-from reconciliation.nightly.job import NightlyConfig, run_nightly
+from reconciliation.nightly.job import DEFAULT_MEMORY_LIMIT, NightlyConfig, run_nightly
 
 KEYS = BackOfficeKeys.from_hex("11" * 16, "22" * 16)
 SECRETS = ApiSecrets.from_root(b"\x05" * 32)
@@ -77,12 +84,13 @@ def run(url: str, count: int) -> dict[str, Any]:
     ledger = Ledger(engine)
     with tempfile.TemporaryDirectory() as out:
         log("running the nightly job")
-        started = time.perf_counter()
-        result = run_nightly(
-            engine, ledger, KEYS, SECRETS, NightlyConfig(day=day, out_dir=Path(out))
-        )
-        seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        with TreeMemory() as memory:
+            started = time.perf_counter()
+            result = run_nightly(
+                engine, ledger, KEYS, SECRETS, NightlyConfig(day=day, out_dir=Path(out))
+            )
+            seconds = time.perf_counter() - started
+    peak_mb = max(memory.peak_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     log(f"job: {seconds:.1f} s, exit {int(result.exit_code)}, phases {result.phases}")
     ceiling = measure_ceiling(engine, day)
     return {
@@ -96,11 +104,54 @@ def run(url: str, count: int) -> dict[str, Any]:
     }
 
 
+class TreeMemory:
+    """The peak of the summed resident memory of this process and all its descendants."""
+
+    def __init__(self) -> None:
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak_mb = max(self.peak_mb, sum(map(_rss_kb, _tree(os.getpid()))) / 1024)
+
+
+def _tree(pid: int) -> list[int]:
+    pids, at = [pid], 0
+    while at < len(pids):
+        for children in Path(f"/proc/{pids[at]}").glob("task/*/children"):
+            try:
+                pids.extend(int(child) for child in children.read_text().split())
+            except OSError:
+                continue
+        at += 1
+    return pids
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def measure_ceiling(engine: Any, day: dt.date) -> float:
     """The same data extracted again (not timed), then only the core queries, bare."""
     with tempfile.TemporaryDirectory() as spill:
         (Path(spill) / "spill").mkdir()
-        duck = create_duck(Path(spill), "1GB", 2)
+        duck = create_duck(Path(spill), DEFAULT_MEMORY_LIMIT, 2)
         extract(
             engine,
             duck,
@@ -227,7 +278,9 @@ def generate(url: str, day: dt.date, count: int) -> None:
                 )
             )
     log(f"  {cards:,} cards, {len(terminals)} terminals")
-    t_rows, p_rows, ct_rows = [], [], []
+    t_rows: list[Any] = []
+    p_rows: list[Any] = []
+    ct_rows: list[Any] = []
 
     def transfer(
         tid: uuid.UUID, kind: str, at: int, legs: list[tuple[uuid.UUID, int]], meta: str
@@ -262,6 +315,14 @@ def generate(url: str, day: dt.date, count: int) -> None:
             [(chart.ISSUER_FLOAT, START_BALANCE), (purse, -START_BALANCE)],
             "{}",
         )
+    _flush(cur, t_rows, p_rows, ct_rows)
+    _set_balances(cur, balances)
+    balances.clear()
+    cur.execute(f"SELECT setval('transfers_seq_seq', {seq})")
+    raw.commit()
+    cur.execute("ANALYZE")
+    raw.commit()
+    seq = _prior_night(engine, ledger, day - dt.timedelta(days=1))
     made = 0
     day_us = 86_400_000_000
     for n, (card_id, purse, serial) in enumerate(purses):
@@ -360,17 +421,33 @@ def generate(url: str, day: dt.date, count: int) -> None:
     cur.execute("ANALYZE")
     raw.commit()
     raw.close()
-    log(f"  generated {made:,} transactions, {seq:,} transfers")
+    log(f"  generated {made:,} transactions, up to transfer seq {seq:,}")
+
+
+def _prior_night(engine: Any, ledger: Ledger, day: dt.date) -> int:
+    """The real nightly job for the day before (it seals and proves the history so far), as
+    the back office ran it then; returns the last seq, after which the day's transfers go."""
+    with tempfile.TemporaryDirectory() as out:
+        result = run_nightly(
+            engine, ledger, KEYS, SECRETS, NightlyConfig(day=day, out_dir=Path(out), progress=False)
+        )
+    seal = result.summary["seal"]
+    log(f"  the night of {day}: exit {int(result.exit_code)}, sealed through {seal['last_seq']}")
+    if not seal["verified"]:
+        raise RuntimeError("the prior night's ledger proof failed")
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT coalesce(max(seq), 0) FROM transfers").scalar_one())
 
 
 def _set_balances(cur: Any, balances: dict[uuid.UUID, list[int]]) -> None:
-    """Every account's posted columns, as the postings just written say."""
-    cur.execute("CREATE TEMP TABLE bal (id uuid, d bigint, c bigint)")
+    """Add to every account's posted columns what the postings just written moved."""
+    cur.execute("CREATE TEMP TABLE bal (id uuid, d bigint, c bigint) ON COMMIT DROP")
     with cur.copy("COPY bal FROM STDIN") as copy:
         for account, (debits, credits) in balances.items():
             copy.write_row((account, debits, credits))
     cur.execute(
-        "UPDATE accounts a SET debits_posted = b.d, credits_posted = b.c"
+        "UPDATE accounts a SET debits_posted = a.debits_posted + b.d,"
+        " credits_posted = a.credits_posted + b.c"
         " FROM bal b WHERE a.id = b.id"
     )
 

@@ -29,14 +29,24 @@ from __future__ import annotations
 import hmac
 import json
 import multiprocessing
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
+from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives.cmac import CMAC
 
-from card_reader.certificate import Certificate, Journey, TransactionKind, certificate_mac
+from card_reader.certificate import (
+    _FIXED_HEAD,
+    CERTIFICATE_VERSION,
+    Certificate,
+    CertificateFormatError,
+    Journey,
+    TransactionKind,
+)
 from card_reader.keys import BackOfficeKeys
 from merchant_api.crypto import ApiSecrets
 from reconciliation.nightly.findings import CheckResult, Finding, card_subject
@@ -268,14 +278,14 @@ def purse_subject(card_id: str) -> str:
     return f"purse:{card_id}"
 
 
-SIGNATURE_BATCH_ROWS = 100_000
+SIGNATURE_BATCH_ROWS = 50_000
 PARALLEL_FROM_ROWS = 200_000  # below this, worker processes cost more than they save
 _SIGNATURE_SQL = """
 SELECT t.card_id, c.serial_sealed, t.card_counter, t.kind, t.amount, t.balance_after,
        t.terminal_code, t.terminal_seq, t.card_time_us, t.journey, t.mac
 FROM tx t JOIN cards c USING (card_id)
-WHERE t.business_date = $day
-ORDER BY t.shard, t.card_id
+WHERE t.business_date = $day AND t.shard = $shard
+ORDER BY t.card_id
 """
 
 
@@ -285,32 +295,80 @@ def verify_batch(
     """(card, counter, amount) of every certificate in `batch` whose MAC does not verify.
 
     Runs in the job's process or in a worker process; serials are unsealed here, in memory,
-    for key diversification only."""
+    for key diversification only. The batch is ordered by card: one key derivation and one
+    keyed CMAC per card, copied for each of its certificates. A record that no longer even
+    encodes as a certificate (a value out of range) cannot carry the card's MAC either."""
     bad = []
     card = None
-    serial = key = b""
+    serial = b""
+    keyed: CMAC | None = None
     for card_id, sealed, counter, kind, amount, balance, terminal, seq, at, journey, mac in zip(
         *(column.to_pylist() for column in batch.columns), strict=True
     ):
         if card_id != card:
             card = card_id
             serial = secrets.unseal(SERIAL_PURPOSE, bytes.fromhex(sealed))
-            key = keys.certificate_key(serial)
-        cert = Certificate(
-            card_serial=serial,
-            counter=counter,
-            kind=TransactionKind(kind),
-            amount=amount,
-            balance_after=balance,
-            terminal_id=terminal,
-            terminal_seq=seq,
-            timestamp=at // 1_000_000,
-            journey=Journey.from_json(json.loads(journey)) if journey else None,
-            mac=bytes.fromhex(mac),
-        )
-        if not hmac.compare_digest(certificate_mac(key, cert.signed_bytes()), cert.mac):
+            keyed = CMAC(algorithms.AES(keys.certificate_key(serial)))
+        assert keyed is not None
+        try:
+            signed = signed_bytes(
+                serial, counter, kind, amount, balance, terminal, seq, at, journey
+            )
+        except (ValueError, struct.error, CertificateFormatError):
+            bad.append((card_id, counter, amount))
+            continue
+        computed = keyed.copy()
+        computed.update(signed)
+        if not hmac.compare_digest(computed.finalize(), bytes.fromhex(mac)):
             bad.append((card_id, counter, amount))
     return bad
+
+
+def signed_bytes(
+    serial: bytes,
+    counter: int,
+    kind: str,
+    amount: int,
+    balance: int,
+    terminal: str,
+    seq: int,
+    card_time_us: int,
+    journey: str | None,
+) -> bytes:
+    """What the card MACed for this record (card_reader's `Certificate.signed_bytes`).
+
+    A certificate without a journey (nearly all of them) is packed here directly, as
+    `Certificate.signed_bytes` packs it, without building and validating a Certificate per
+    row (tests/reconciliation/test_chain_properties.py proves both agree)."""
+    if journey is None:
+        tid = terminal.encode("ascii")
+        return (
+            _FIXED_HEAD.pack(
+                CERTIFICATE_VERSION,
+                TransactionKind(kind).code,
+                serial,
+                counter,
+                amount,
+                balance,
+                card_time_us // 1_000_000,
+                seq,
+            )
+            + bytes([len(tid)])
+            + tid
+            + b"\x00"
+        )
+    return Certificate(
+        card_serial=serial,
+        counter=counter,
+        kind=TransactionKind(kind),
+        amount=amount,
+        balance_after=balance,
+        terminal_id=terminal,
+        terminal_seq=seq,
+        timestamp=card_time_us // 1_000_000,
+        journey=Journey.from_json(json.loads(journey)),
+        mac=bytes(16),
+    ).signed_bytes()
 
 
 def check_signatures(
@@ -320,20 +378,20 @@ def check_signatures(
     secrets: ApiSecrets,
     workers: int,
     tick: Callable[[], None],
+    shards: int = 1,
 ) -> CheckResult:
     """Re-verify the MAC of every certificate recorded on `day`, card by card.
 
     The API verified each one before accepting it; this proves the stored record is still
     exactly what the card signed (an edit behind the API's back breaks the MAC). A large
-    day is verified in batches by `workers` processes, at most two batches each in flight.
+    day is verified in batches by `workers` processes, at most two batches each in flight;
+    the batches are read shard by shard, so DuckDB orders one shard at a time.
     """
     result = CheckResult(Source.CARDS)
     ((total,),) = duck.execute(
         "SELECT count(*) FROM tx WHERE business_date = $day", {"day": day}
     ).fetchall()
-    reader: pa.RecordBatchReader = duck.sql(_SIGNATURE_SQL, params={"day": day}).to_arrow_reader(
-        SIGNATURE_BATCH_ROWS
-    )
+    reader = _signature_batches(duck, day, shards)
     bad: list[tuple[str, int, int]] = []
     if total < PARALLEL_FROM_ROWS or workers < 2:
         for batch in reader:
@@ -369,6 +427,15 @@ def check_signatures(
             )
         )
     return result
+
+
+def _signature_batches(
+    duck: duckdb.DuckDBPyConnection, day: str, shards: int
+) -> Iterator[pa.RecordBatch]:
+    for shard in range(shards):
+        yield from duck.sql(_SIGNATURE_SQL, params={"day": day, "shard": shard}).to_arrow_reader(
+            SIGNATURE_BATCH_ROWS
+        )
 
 
 def signature_subject(card_id: str) -> str:

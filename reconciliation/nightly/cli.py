@@ -12,7 +12,12 @@ from jakartaone.export_command import release_key
 from jakartaone.settings import Settings
 from merchant_api.cli import context_from_settings
 from merchant_api.crypto import KeyConfigError
-from reconciliation.nightly.job import NightlyConfig, NightlyError, run_nightly
+from reconciliation.nightly.job import (
+    DEFAULT_MEMORY_LIMIT,
+    NightlyConfig,
+    NightlyError,
+    run_nightly,
+)
 from reconciliation.nightly.statements import InputError
 from reconciliation.nightly.taxonomy import ExitCode
 
@@ -33,7 +38,9 @@ from reconciliation.nightly.taxonomy import ExitCode
     help="A bank statement: camt.053 XML (.xml) or CSV; repeatable.",
 )
 @click.option("--shards", default=4, show_default=True, help="Card shards (1, 2, 4, 8 or 16).")
-@click.option("--memory-limit", default="1GB", show_default=True, help="DuckDB's memory cap.")
+@click.option(
+    "--memory-limit", default=DEFAULT_MEMORY_LIMIT, show_default=True, help="DuckDB's memory cap."
+)
 @click.option(
     "--threads", default=2, show_default=True, help="DuckDB threads and MAC worker processes."
 )

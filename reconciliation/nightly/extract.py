@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,6 +216,7 @@ EXTRACTS = (
     Extract("merchants", MERCHANT_COLUMNS, *_both(_merchants)),
 )
 SHARDED = ("tx", "cards")  # the tables whose rows carry their card's shard
+BESIDE = ("ledger_tx",)  # extracted on a second connection (PostgreSQL)
 LEDGER_WINDOW_SLACK_US = 600 * 1_000_000  # the ledger's clock and the API's may straddle midnight
 
 
@@ -261,28 +263,51 @@ def extract(
         "end": str(end + LEDGER_WINDOW_SLACK_US),
     }
     counts: dict[str, int] = {}
-    raw = engine.raw_connection()
-    try:
-        pg = engine.dialect.name == "postgresql"
-        _scope_tables(raw, pg, day.isoformat(), scope)
-        for spec in EXTRACTS:
-            columns = ", ".join(f"{c.name} {c.duck}" for c in spec.columns)
-            sharded = spec.table in SHARDED
-            duck.execute(
-                f"CREATE OR REPLACE TABLE {spec.table} ({columns}"
-                + (", shard INTEGER)" if sharded else ")")
+    pg = engine.dialect.name == "postgresql"
+    # On PostgreSQL the ledger's side (it needs no scope table) streams out on a second
+    # connection while the first one streams the certificates: two server processes work.
+    aside = {spec.table: spec for spec in EXTRACTS if pg and spec.table in BESIDE}
+    with ThreadPoolExecutor(max_workers=1) as beside:
+        files = {
+            table: beside.submit(
+                _pg_to_file_on_own_connection, engine, spec.pg.format(**values), spill_dir, table
             )
-            select = f"SELECT *, {_shard_of(shards)}" if sharded else "SELECT *"
-            sql = (spec.pg if pg else spec.sqlite).format(**values)
-            if pg:
-                counts[spec.table] = _copy_pg(raw, sql, duck, spec, select, spill_dir)
-            else:
-                counts[spec.table] = _copy_sqlite(raw, sql, duck, spec, select)
-            tick(spec.table)
-        raw.rollback()
-    finally:
-        raw.close()
+            for table, spec in aside.items()
+        }
+        raw = engine.raw_connection()
+        try:
+            _scope_tables(raw, pg, day.isoformat(), scope)
+            for spec in EXTRACTS:
+                _create(duck, spec, shards)
+                if spec.table in aside:
+                    continue
+                select = _select(spec, shards)
+                sql = (spec.pg if pg else spec.sqlite).format(**values)
+                if pg:
+                    path = _pg_to_file(raw, sql, spill_dir, spec.table)
+                    counts[spec.table] = _file_to_duck(path, duck, spec, select)
+                else:
+                    counts[spec.table] = _copy_sqlite(raw, sql, duck, spec, select)
+                tick(spec.table)
+            raw.rollback()
+        finally:
+            raw.close()
+        for table, spec in aside.items():
+            counts[table] = _file_to_duck(files[table].result(), duck, spec, _select(spec, shards))
+            tick(table)
     return counts
+
+
+def _create(duck: duckdb.DuckDBPyConnection, spec: Extract, shards: int) -> None:
+    columns = ", ".join(f"{c.name} {c.duck}" for c in spec.columns)
+    duck.execute(
+        f"CREATE OR REPLACE TABLE {spec.table} ({columns}"
+        + (", shard INTEGER)" if spec.table in SHARDED else ")")
+    )
+
+
+def _select(spec: Extract, shards: int) -> str:
+    return f"SELECT *, {_shard_of(shards)}" if spec.table in SHARDED else "SELECT *"
 
 
 def _scope_tables(raw: Any, pg: bool, day: str, scope: Scope) -> None:
@@ -347,20 +372,27 @@ def _add_floor_zero(cur: Any, pg: bool, table: str, column: str, ids: list[Any])
         cur.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, 0)", [(i,) for i in ids])
 
 
-def _copy_pg(
-    raw: Any,
-    sql: str,
-    duck: duckdb.DuckDBPyConnection,
-    spec: Extract,
-    select: str,
-    spill_dir: Path,
-) -> int:
-    path = spill_dir / f"{spec.table}.csv"
+def _pg_to_file_on_own_connection(engine: Engine, sql: str, spill_dir: Path, table: str) -> Path:
+    raw = engine.raw_connection()
+    try:
+        path = _pg_to_file(raw, sql, spill_dir, table)
+        raw.rollback()
+        return path
+    finally:
+        raw.close()
+
+
+def _pg_to_file(raw: Any, sql: str, spill_dir: Path, table: str) -> Path:
+    path = spill_dir / f"{table}.csv"
     cur = raw.cursor()
     with path.open("wb") as out, cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
         for chunk in copy:
             out.write(chunk)
     cur.close()
+    return path
+
+
+def _file_to_duck(path: Path, duck: duckdb.DuckDBPyConnection, spec: Extract, select: str) -> int:
     if path.stat().st_size == 0:
         path.unlink()
         return 0

@@ -7,7 +7,8 @@ The steps, in order (each one idempotent, so a second run of the same day change
    before anything is written);
 3. extract the day into DuckDB (reconciliation.nightly.extract);
 4. settle loads the cards' evidence decides (merchant_api's resolve_load);
-5. settle every merchant and operator, write the payout instruction file;
+5. settle every merchant and operator, write the payout instruction file (on PostgreSQL
+   beside steps 3 and 4: settlement touches only payables and the settlement bank);
 6. seal the ledger's journal and verify every ledger invariant;
 7. the checks: records vs ledger, cards, gates, merchants' reports, bank statements,
    settlements vs ledger;
@@ -41,7 +42,6 @@ from card_reader.keys import BackOfficeKeys
 from ledger import Ledger, run_read, run_write
 from ledger import schema as ls
 from ledger.journal import Block
-from ledger.verify import verify
 from merchant_api import schema as api
 from merchant_api.crypto import ApiSecrets
 from merchant_api.services.loads import resolve_load
@@ -53,6 +53,7 @@ from reconciliation.nightly import cards, gates, merchants, records, settlement
 from reconciliation.nightly.breaks import Changes, persist, unsettled_count
 from reconciliation.nightly.extract import Scope, create_duck, extract
 from reconciliation.nightly.findings import CheckResult, Finding
+from reconciliation.nightly.proof import prove
 from reconciliation.nightly.report import write_reports
 from reconciliation.nightly.schema import recon_breaks, recon_runs
 from reconciliation.nightly.statements import read_merchant_reports, read_statement
@@ -67,6 +68,11 @@ class NightlyError(RuntimeError):
         super().__init__(f"{code}: {detail}")
 
 
+# DuckDB's cap: with the MAC workers and the Python side it keeps a 10,000,000-transaction
+# night under 2 GB (docs/reconciliation.md, benchmark).
+DEFAULT_MEMORY_LIMIT = "768MB"
+
+
 @dataclass(frozen=True, slots=True)
 class NightlyConfig:
     """Constraints: shards divides 16 (1, 2, 4, 8 or 16); memory_limit like "1GB"."""
@@ -76,7 +82,7 @@ class NightlyConfig:
     merchant_reports: Path | None = None
     bank_statements: tuple[Path, ...] = ()
     shards: int = 4
-    memory_limit: str = "1GB"
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
     threads: int = 2
     progress: bool = True
     export_dir: Path | None = None
@@ -252,9 +258,14 @@ def _reconcile(
     day = config.day.isoformat()
     summary: dict[str, Any] = {}
     scope = run_read(engine, _break_scope)
-    # The ledger's own proof reads the whole journal in one snapshot and shares nothing
-    # with the DuckDB checks, so it runs beside them.
+    # Settling touches only the owners' payables and the settlement bank, so on PostgreSQL
+    # it runs beside the extraction and the load resolutions (which touch purses and the
+    # float); SQLite has one writer, so there it runs after them. The ledger's proof reads
+    # the whole journal in one snapshot and shares nothing with the DuckDB checks, so it
+    # runs beside them, once the night's last transfer is posted.
+    concurrent = engine.dialect.name == "postgresql"
     with ThreadPoolExecutor(max_workers=1) as background:
+        settled = background.submit(_settle, engine, ledger, config, phases) if concurrent else None
         with phases.step("extract", total=7) as tick:
             summary["extracted"] = extract(
                 engine, duck, config.day, bounds, scope, spill_dir, config.shards, tick
@@ -266,13 +277,7 @@ def _reconcile(
                 tick()
             _apply_load_decisions(duck, decisions)
             summary["loads_settled_by_evidence"] = len(decisions)
-        with phases.step("settle") as tick:
-            lines = settlement.settle_all(engine, ledger, config.day, tick)
-            payout_total = settlement.write_payout_file(
-                engine, day, config.out_dir / f"payouts-{day}.csv"
-            )
-            summary["settlement"] = [_line(line) for line in lines]
-            summary["payout_total"] = payout_total
+        summary.update(settled.result() if settled else _settle(engine, ledger, config, phases))
         # After the last transfer of the night is posted: seal, then prove the ledger.
         ledger_future = background.submit(
             _timed, phases, "seal and verify ledger", engine, ledger, bounds, config.full_verify
@@ -283,7 +288,9 @@ def _reconcile(
             )
         with phases.step("cards") as tick:
             card_result = cards.check_chains(duck, config.shards, tick)
-            signatures = cards.check_signatures(duck, day, keys, secrets, config.threads, tick)
+            signatures = cards.check_signatures(
+                duck, day, keys, secrets, config.threads, tick, config.shards
+            )
             for extra in (
                 signatures,
                 cards.check_shadow_balances(duck),
@@ -319,6 +326,19 @@ def _reconcile(
             settlement_result,
         ]
         return results, summary
+
+
+def _settle(
+    engine: Engine, ledger: Ledger, config: NightlyConfig, phases: Phases
+) -> dict[str, Any]:
+    """Settle every owner for the day and write the payout instruction file."""
+    day = config.day.isoformat()
+    with phases.step("settle") as tick:
+        lines = settlement.settle_all(engine, ledger, config.day, tick)
+        payout_total = settlement.write_payout_file(
+            engine, day, config.out_dir / f"payouts-{day}.csv"
+        )
+    return {"settlement": [_line(line) for line in lines], "payout_total": payout_total}
 
 
 def _timed(
@@ -413,7 +433,7 @@ def _ledger_checks(
         postponed = ""
     head: Block | None = ledger.head()
     mark = 0 if full_verify else run_read(engine, _verified_through)
-    report = run_read(engine, lambda conn: verify(conn, rehash_after_seq=mark))
+    report = prove(engine, mark)
     for violation in report.violations:
         result.findings.append(
             Finding(

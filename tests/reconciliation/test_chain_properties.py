@@ -9,7 +9,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciliation.nightly.cards import check_chains
+from card_reader.certificate import Certificate, CertificateFormatError, TransactionKind
+from reconciliation.nightly.cards import check_chains, signed_bytes
 from reconciliation.nightly.extract import TX_COLUMNS, Column, create_duck, load_rows
 from reconciliation.nightly.taxonomy import BreakType
 
@@ -87,3 +88,46 @@ def _runs(values: list[int]) -> list[tuple[int, int]]:
         else:
             runs.append((v, v))
     return runs
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    serial=st.binary(min_size=8, max_size=8),
+    counter=st.integers(0, 2**32 - 2),
+    kind=st.sampled_from(list(TransactionKind)),
+    amount=st.integers(0, 2**32 - 1),
+    balance=st.integers(0, 2**32 - 1),
+    terminal=st.from_regex(r"[A-Za-z0-9._-]{1,16}", fullmatch=True),
+    seq=st.integers(0, 2**32 - 1),
+    timestamp=st.integers(0, 2**32 - 1),
+)
+def test_the_nightly_packs_certificates_as_the_card_does(
+    serial: bytes,
+    counter: int,
+    kind: TransactionKind,
+    amount: int,
+    balance: int,
+    terminal: str,
+    seq: int,
+    timestamp: int,
+) -> None:
+    """The signature re-check's packing equals card_reader's own (what the MAC covers)."""
+    try:
+        cert = Certificate(
+            card_serial=serial,
+            counter=counter,
+            kind=kind,
+            amount=amount,
+            balance_after=balance,
+            terminal_id=terminal,
+            terminal_seq=seq,
+            timestamp=timestamp,
+            journey=None,
+            mac=bytes(16),
+        )
+    except CertificateFormatError:
+        return  # not a certificate a card could make
+    packed = signed_bytes(
+        serial, counter, kind.value, amount, balance, terminal, seq, timestamp * 1_000_000, None
+    )
+    assert packed == cert.signed_bytes()
