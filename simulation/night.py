@@ -18,6 +18,7 @@ import json
 import random
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -80,16 +81,20 @@ def run_night(
     facts: Facts,
     progress: Progress,
     rng: random.Random,
+    phase: Callable[[str], None] = lambda name: None,
 ) -> Night:
+    """The night's steps (module doc); `phase(name)` is called as each begins."""
     night = Night()
     database_url = server.env["JAKARTAONE_DATABASE_URL"]
     env = child_environment(database_url)
     task = progress.add_task("the night: verify, nightly, late upload", total=5)
+    phase("night: ledger verify")
     done = run_cli(["ledger", "verify"], env)
     night.verify_ok = done.returncode == 0
     night.verify_output = (done.stdout + done.stderr).strip()
     progress.advance(task)
 
+    phase("night: nightly 1")
     reports = out / "merchant-reports"
     night.planted_merchant = statements.merchant_reports(
         day.city.shops, day.sales_by_shop, day_date, reports, rng
@@ -103,6 +108,7 @@ def run_night(
     progress.advance(task)
 
     # The next morning: the API on the real clock; the gate comes back; the bank reports.
+    phase("night: late upload, bank statement")
     late = ApiServer(database_url, run_secrets, server.log_path, server.workers)
     late.start()
     bank = out / "bank" / f"camt053-{day_date.isoformat()}.xml"
@@ -124,6 +130,7 @@ def run_night(
         late.stop()
     progress.advance(task)
 
+    phase("night: nightly 2")
     if first is not None:
         second = _nightly(
             nightly_env, out / "night-2", day_date, reports, bank if bank.exists() else None
@@ -132,6 +139,7 @@ def run_night(
             night.runs.append(second)
             night.finance_report = _first(second.out, "*.html")
     progress.advance(task)
+    phase("night: export")
     export_dir = out / "export"
     done = run_cli(
         ["export", "--date", day_date.isoformat(), "--out", str(export_dir)], nightly_env

@@ -67,7 +67,8 @@ class Outcome:
     facts: incidents.Facts
     night: Night | None
     pcsc: str
-    phases: dict[str, float] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # wall seconds
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)  # CPU seconds, by process
     merchants: int = 0
     gates: int = 0
 
@@ -85,18 +86,35 @@ def midnight_wib(day: date) -> int:
 
 
 class Phases:
+    """Each phase's wall time (`Outcome.phases`) and where its CPU went (`Outcome.cpu`):
+    this process (the city, the cards, the gates, HTTP clients), the API server's processes,
+    and the other child processes (the `jakartaone` commands, and the API server's CPU
+    once it has been stopped and reaped, which `api` already counts)."""
+
     def __init__(self, outcome: Outcome) -> None:
         self.outcome = outcome
+        self.server: ApiServer | None = None
         self._name = ""
-        self._started = 0.0
+        self._started: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+
+    def _now(self) -> tuple[float, float, float, float]:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        api, reaped = 0.0, 0.0
+        if self.server is not None:
+            api, reaped = self.server.cpu_seconds(), self.server.cpu_when_stopped
+        commands = children.ru_utime + children.ru_stime - reaped
+        return time.perf_counter(), time.process_time(), api, commands
 
     def start(self, name: str) -> None:
         self.stop()
-        self._name, self._started = name, time.perf_counter()
+        self._name, self._started = name, self._now()
 
     def stop(self) -> None:
         if self._name:
-            self.outcome.phases[self._name] = round(time.perf_counter() - self._started, 2)
+            spent = [round(b - a, 2) for a, b in zip(self._started, self._now(), strict=True)]
+            wall, demo, api, commands = spent
+            self.outcome.phases[self._name] = wall
+            self.outcome.cpu[self._name] = {"demo": demo, "api": api, "commands": commands}
             self._name = ""
 
 
@@ -137,6 +155,7 @@ def run(options: Options, console: Console) -> Outcome:
     phases.start("api start")
     server = ApiServer(database_url, run_secrets, out / "api.log", workers, offset)
     server.start()
+    phases.server = server
     console.print(f"API: `jakartaone serve` at {server.url} ({workers} worker(s)); "
                   f"its clock is set to {day_date} {server_clock_at_s // HOUR:02d}:"
                   f"{server_clock_at_s % HOUR // 60:02d} WIB for the day")  # fmt: skip
@@ -182,6 +201,7 @@ def run(options: Options, console: Console) -> Outcome:
             task = progress.add_task("issuing and loading cards", total=len(riders))
             day.progress = lambda n: progress.advance(task, n)
             day.issue_cards()
+            phases.start("cards: the first loads' upload")
             day.upload_round()
 
             phases.start("the day")
@@ -195,11 +215,12 @@ def run(options: Options, console: Console) -> Outcome:
             lane.stop()
             tally.requests = issuer.requests + sum(s.api.requests for s in city.shops if s.api)
 
-            phases.start("the night")
+            phases.start("the night: api stop")
             server.stop()
             outcome.night = run_night(
-                day, server, run_secrets, issuer_key, out, day_date, outcome.facts, progress, rng
-            )
+                day, server, run_secrets, issuer_key, out, day_date, outcome.facts, progress, rng,
+                phases.start,
+            )  # fmt: skip
         phases.stop()
         return outcome
     finally:

@@ -62,7 +62,16 @@ def print_summary(outcome: Outcome, console: Console) -> None:
         f"{outcome.seconds:.1f} s ({phases}); in the day: uploads {tally.upload_seconds:.1f} s, "
         f"top-ups {tally.top_up_seconds:.1f} s; {tally.requests:,} API requests",
     )
+    table.add_row("CPU", _cpu_line(outcome))
     console.print(table)
+
+
+def _cpu_line(outcome: Outcome) -> str:
+    total = {k: sum(p[k] for p in outcome.cpu.values()) for k in ("demo", "api", "commands")}
+    return (
+        f"this process {total['demo']:.1f} s, the API {total['api']:.1f} s, the commands "
+        f"{total['commands']:.1f} s (by phase in summary.json: cpu)"
+    )
 
 
 def _nightly_line(run: NightlyRun) -> str:
@@ -83,6 +92,7 @@ def results(outcome: Outcome) -> dict[str, Any]:
         "seed": outcome.seed,
         "seconds": round(outcome.seconds, 2),
         "phases": outcome.phases,
+        "cpu": outcome.cpu,
         "pcsc": outcome.pcsc,
         "requests": tally.requests,
         "upload_seconds": round(tally.upload_seconds, 2),
