@@ -1,6 +1,6 @@
 """The night after the day, on the real clock (the day has closed):
 
-1. `jakartaone ledger verify`: every ledger invariant.
+1. `jakartaone ledger verify`: every ledger invariant (alongside step 2).
 2. `jakartaone nightly` for the day with the merchants' settlement reports
    (`statements.merchant_reports`, with planted errors). It settles the day and finds the
    planted errors, the clone, and the batch the offline gate still holds.
@@ -30,7 +30,7 @@ from simulation import statements
 from simulation.day import Day
 from simulation.http import Api
 from simulation.incidents import Facts
-from simulation.processes import ApiServer, RunSecrets, child_environment, run_cli
+from simulation.processes import ApiServer, RunSecrets, child_environment, run_cli, start_cli
 
 EXIT_AGREED, EXIT_BREAKS = 0, 4
 
@@ -88,19 +88,25 @@ def run_night(
     database_url = server.env["JAKARTAONE_DATABASE_URL"]
     env = child_environment(database_url)
     task = progress.add_task("the night: verify, nightly, late upload", total=5)
-    phase("night: ledger verify")
-    done = run_cli(["ledger", "verify"], env)
-    night.verify_ok = done.returncode == 0
-    night.verify_output = (done.stdout + done.stderr).strip()
+    # Verify reads the ledger in one read transaction (a consistent view whatever the
+    # nightly job writes meanwhile), so the two run side by side.
+    phase("night: ledger verify and nightly 1")
+    verifying = start_cli(["ledger", "verify"], env)
+    try:
+        reports = out / "merchant-reports"
+        night.planted_merchant = statements.merchant_reports(
+            day.city.shops, day.sales_by_shop, day_date, reports, rng
+        )
+        nightly_env = child_environment(database_url, run_secrets)
+        first = _nightly(nightly_env, out / "night-1", day_date, reports, None)
+        verified, errors = verifying.communicate(timeout=3600)
+    finally:
+        if verifying.poll() is None:  # the night failed: no orphan left behind
+            verifying.kill()
+            verifying.wait()
+    night.verify_ok = verifying.returncode == 0
+    night.verify_output = (verified + errors).strip()
     progress.advance(task)
-
-    phase("night: nightly 1")
-    reports = out / "merchant-reports"
-    night.planted_merchant = statements.merchant_reports(
-        day.city.shops, day.sales_by_shop, day_date, reports, rng
-    )
-    nightly_env = child_environment(database_url, run_secrets)
-    first = _nightly(nightly_env, out / "night-1", day_date, reports, None)
     if first is None:
         night.notes.append("`jakartaone nightly` is not in this build: reconciliation skipped")
     else:

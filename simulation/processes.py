@@ -76,6 +76,13 @@ def run_cli(
     )
 
 
+def start_cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start `jakartaone ARGS`; the caller collects it (`communicate`) and judges it."""
+    return subprocess.Popen(  # noqa: S603 - our own executable, arguments from this module
+        [JAKARTAONE, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
 def checked(done: subprocess.CompletedProcess[str], what: str) -> str:
     if done.returncode != 0:
         raise RuntimeError(f"{what} failed ({done.returncode}): {done.stderr[-2000:]}")

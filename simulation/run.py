@@ -166,6 +166,7 @@ def run(options: Options, console: Console) -> Outcome:
     lane = PcscLane()
     issuer: Api | None = None
     city: City | None = None
+    day: Day | None = None
     try:
         issuer_key = server.issuer_key()
         issuer = Api(server.url, issuer_key, pool=options.threads * 2)
@@ -203,6 +204,7 @@ def run(options: Options, console: Console) -> Outcome:
             day.issue_cards()
             phases.start("cards: the first loads' upload")
             day.upload_round()
+            day.quiesce()
 
             phases.start("the day")
             outcome.facts = incidents.plant(
@@ -224,6 +226,8 @@ def run(options: Options, console: Console) -> Outcome:
         phases.stop()
         return outcome
     finally:
+        if day is not None:
+            day.close()
         lane.stop()
         server.stop()
         if issuer is not None:

@@ -59,8 +59,10 @@ def print_summary(outcome: Outcome, console: Console) -> None:
     phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in outcome.phases.items())
     table.add_row(
         "time",
-        f"{outcome.seconds:.1f} s ({phases}); in the day: uploads {tally.upload_seconds:.1f} s, "
-        f"top-ups {tally.top_up_seconds:.1f} s; {tally.requests:,} API requests",
+        f"{outcome.seconds:.1f} s ({phases}); in the background: uploads "
+        f"{tally.upload_seconds:.1f} s, top-ups {tally.top_up_seconds:.1f} s; the day waited "
+        f"{tally.upload_wait_seconds:.1f} s for rounds, {tally.card_wait_seconds:.1f} s for "
+        f"cards; {tally.requests:,} API requests",
     )
     table.add_row("CPU", _cpu_line(outcome))
     console.print(table)
@@ -97,6 +99,8 @@ def results(outcome: Outcome) -> dict[str, Any]:
         "requests": tally.requests,
         "upload_seconds": round(tally.upload_seconds, 2),
         "top_up_seconds": round(tally.top_up_seconds, 2),
+        "upload_wait_seconds": round(tally.upload_wait_seconds, 2),
+        "card_wait_seconds": round(tally.card_wait_seconds, 2),
         "taps": dict(tally.taps),
         "taps_pcsc": tally.taps_pcsc,
         "fares_rupiah": tally.fares_rupiah,
