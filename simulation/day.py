@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import random
 import threading
 import time
@@ -39,6 +40,7 @@ from simulation.http import Api, parallel
 from simulation.people import Leg, Rider, SimClock
 from simulation.tally import Tally
 
+log = logging.getLogger(__name__)
 HOUR = 3600
 UPLOAD_EVERY_S = HOUR  # a round: the loaders send, the others when due (`upload_round`)
 UPLOAD_WHEN_PENDING = 200
@@ -171,6 +173,11 @@ class Day:
         return self.city.gate(leg.line, leg.destination, GateMode.EXIT)
 
     # Running ------------------------------------------------------------------------------
+
+    def clock_text(self) -> str:
+        """The simulated time of day, HH:MM WIB."""
+        seconds = int(self.clock.now) - self.start_s
+        return f"{seconds // HOUR:02d}:{seconds % HOUR // 60:02d} WIB"
 
     def run_until(self, end_s: int) -> None:
         """Every event before `end_s` (seconds after midnight), uploading each hour."""
@@ -330,6 +337,9 @@ class Day:
         with self._terminal_lock(shop):
             rider.transport.tap()
             result = shop.terminal.load(ApduChannel(rider.transport), amount, cryptogram)
+        if not result.opened:
+            log.warning("%s load of Rp %d at %s not made: %s", channel, amount, shop.name,
+                        result.code)  # fmt: skip
         if result.opened and result.certificate is not None:
             self.tally.load(channel, amount)
             if confirm_online:

@@ -15,12 +15,20 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from card_reader.keys import SoftwareSam
 from simulation import incidents
@@ -33,6 +41,7 @@ from simulation.people import SimClock, make_population
 from simulation.processes import ApiServer, RunSecrets, checked, child_environment, run_cli
 from simulation.tally import Tally
 
+log = logging.getLogger(__name__)
 WIB = timezone(timedelta(hours=7), "WIB")
 DAY_ENDS_S = 23 * HOUR
 # The API's clock during the day starts that evening (module doc), early enough that a
@@ -107,6 +116,7 @@ class Phases:
 
     def start(self, name: str) -> None:
         self.stop()
+        log.info("phase: %s", name)
         self._name, self._started = name, self._now()
 
     def stop(self) -> None:
@@ -115,6 +125,7 @@ class Phases:
             wall, demo, api, commands = spent
             self.outcome.phases[self._name] = wall
             self.outcome.cpu[self._name] = {"demo": demo, "api": api, "commands": commands}
+            log.info("phase %s: %.1f s, CPU %s", self._name, wall, self.outcome.cpu[self._name])
             self._name = ""
 
 
@@ -188,7 +199,7 @@ def run(options: Options, console: Console) -> Outcome:
             outcome.merchants, outcome.gates = len(city.shops), len(city.gates)
             progress.update(task, total=progress.tasks[task].completed)
 
-            use_pcsc = options.pcsc and lane.start(riders[0].card)
+            use_pcsc = options.pcsc and lane.start()
             outcome.pcsc = (
                 f"real PC/SC (pcscd + vpcd, reader {lane.reader!r}) for 1 tap in {PCSC_SHARE}"
                 if use_pcsc
@@ -200,7 +211,7 @@ def run(options: Options, console: Console) -> Outcome:
             )  # fmt: skip
             phases.start("cards and first loads")
             task = progress.add_task("issuing and loading cards", total=len(riders))
-            day.progress = lambda n: progress.advance(task, n)
+            day.progress = _logged(progress, task)
             day.issue_cards()
             phases.start("cards: the first loads' upload")
             day.upload_round()
@@ -212,7 +223,7 @@ def run(options: Options, console: Console) -> Outcome:
             )
             day.schedule_riders()
             task = progress.add_task("the day: taps, sales, uploads", total=len(day.events))
-            day.progress = lambda n: progress.advance(task, n)
+            day.progress = _logged(progress, task, lambda: f"simulated {day.clock_text()}")
             day.run_until(DAY_ENDS_S)
             lane.stop()
             tally.requests = issuer.requests + sum(s.api.requests for s in city.shops if s.api)
@@ -245,6 +256,24 @@ def _raise_open_files_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _logged(
+    progress: Progress, task: TaskID, where: Callable[[], str] = lambda: ""
+) -> Callable[[int], None]:
+    """Advance `task`, and say how far it is in demo.log every 30 s (a long run's record,
+    where the bars are not seen)."""
+    logged_at = time.monotonic()
+
+    def advance(n: int) -> None:
+        nonlocal logged_at
+        progress.advance(task, n)
+        if time.monotonic() - logged_at >= 30:
+            logged_at = time.monotonic()
+            state = progress.tasks[task]
+            log.info("%s: %d of %s %s", state.description, state.completed, state.total, where())
+
+    return advance
 
 
 def _progress(console: Console) -> Progress:
