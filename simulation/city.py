@@ -47,6 +47,7 @@ class Device:
     uploader: Uploader
     online: bool = True
     uploaded_at: int = 0  # simulated time of its last upload
+    sent_through: int = 0  # its journal's certificates when its last upload began
 
 
 @dataclass

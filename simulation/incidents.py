@@ -70,10 +70,12 @@ def _lost_card(
     facts.lost_card_id = rider.card_id
 
     def finder_rides(station: int) -> None:
+        day.quiesce()
         gate = day.city.gate(tj, tj.stations[station], GateMode.FLAT)
         facts.finder_taps.append(day.tap(finder, gate).code)
 
     def report_and_replace() -> None:
+        day.quiesce()
         day.issuer.post(f"/v1/cards/{rider.card_id}/block", {"reason": "lost"}, "block-lost")
         serial = secrets.token_bytes(8)
         new = day.issuer.post(
@@ -123,6 +125,7 @@ def _offline_gate(day: Day, facts: Facts) -> None:
     def cut() -> None:
         # Its last upload goes out just before the link drops: the back office knows the
         # gate, and what it makes from now on is missing until the night.
+        day.quiesce()
         if device.journal.stats().pending:
             upload(device)
         device.online = False
@@ -138,6 +141,7 @@ def _torn_debit(day: Day, facts: Facts, rider: Rider) -> None:
 
     def pulled() -> None:
         # A quick extra ride at midday: tap in, ride, and pull the card at the exit.
+        day.quiesce()
         facts.torn_tap.append(day.tap(rider, gate).code)
         day.clock.now += 15 * MINUTE
         tear_next_debit(rider)
@@ -154,6 +158,7 @@ def _clone(day: Day, facts: Facts, rider: Rider) -> None:
 
     def spend_twice() -> None:
         # The skimmer's copy: the same chip memory (keys, balance, counter) in another card.
+        day.quiesce()
         copy = VirtualCard(rider.card.state, MemoryStore())
         clone = dataclasses.replace(
             rider, legs=(), tops_up=False, card=copy, transport=InProcessTransport(copy)

@@ -1,6 +1,6 @@
 """The night after the day, on the real clock (the day has closed):
 
-1. `jakartaone ledger verify`: every ledger invariant.
+1. `jakartaone ledger verify`: every ledger invariant (alongside step 2).
 2. `jakartaone nightly` for the day with the merchants' settlement reports
    (`statements.merchant_reports`, with planted errors). It settles the day and finds the
    planted errors, the clone, and the batch the offline gate still holds.
@@ -18,6 +18,7 @@ import json
 import random
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -29,7 +30,7 @@ from simulation import statements
 from simulation.day import Day
 from simulation.http import Api
 from simulation.incidents import Facts
-from simulation.processes import ApiServer, RunSecrets, child_environment, run_cli
+from simulation.processes import ApiServer, RunSecrets, child_environment, run_cli, start_cli
 
 EXIT_AGREED, EXIT_BREAKS = 0, 4
 
@@ -80,22 +81,32 @@ def run_night(
     facts: Facts,
     progress: Progress,
     rng: random.Random,
+    phase: Callable[[str], None] = lambda name: None,
 ) -> Night:
+    """The night's steps (module doc); `phase(name)` is called as each begins."""
     night = Night()
     database_url = server.env["JAKARTAONE_DATABASE_URL"]
     env = child_environment(database_url)
     task = progress.add_task("the night: verify, nightly, late upload", total=5)
-    done = run_cli(["ledger", "verify"], env)
-    night.verify_ok = done.returncode == 0
-    night.verify_output = (done.stdout + done.stderr).strip()
+    # Verify reads the ledger in one read transaction (a consistent view whatever the
+    # nightly job writes meanwhile), so the two run side by side.
+    phase("night: ledger verify and nightly 1")
+    verifying = start_cli(["ledger", "verify"], env)
+    try:
+        reports = out / "merchant-reports"
+        night.planted_merchant = statements.merchant_reports(
+            day.city.shops, day.sales_by_shop, day_date, reports, rng
+        )
+        nightly_env = child_environment(database_url, run_secrets)
+        first = _nightly(nightly_env, out / "night-1", day_date, reports, None)
+        verified, errors = verifying.communicate(timeout=3600)
+    finally:
+        if verifying.poll() is None:  # the night failed: no orphan left behind
+            verifying.kill()
+            verifying.wait()
+    night.verify_ok = verifying.returncode == 0
+    night.verify_output = (verified + errors).strip()
     progress.advance(task)
-
-    reports = out / "merchant-reports"
-    night.planted_merchant = statements.merchant_reports(
-        day.city.shops, day.sales_by_shop, day_date, reports, rng
-    )
-    nightly_env = child_environment(database_url, run_secrets)
-    first = _nightly(nightly_env, out / "night-1", day_date, reports, None)
     if first is None:
         night.notes.append("`jakartaone nightly` is not in this build: reconciliation skipped")
     else:
@@ -103,6 +114,7 @@ def run_night(
     progress.advance(task)
 
     # The next morning: the API on the real clock; the gate comes back; the bank reports.
+    phase("night: late upload, bank statement")
     late = ApiServer(database_url, run_secrets, server.log_path, server.workers)
     late.start()
     bank = out / "bank" / f"camt053-{day_date.isoformat()}.xml"
@@ -124,6 +136,7 @@ def run_night(
         late.stop()
     progress.advance(task)
 
+    phase("night: nightly 2")
     if first is not None:
         second = _nightly(
             nightly_env, out / "night-2", day_date, reports, bank if bank.exists() else None
@@ -132,6 +145,7 @@ def run_night(
             night.runs.append(second)
             night.finance_report = _first(second.out, "*.html")
     progress.advance(task)
+    phase("night: export")
     export_dir = out / "export"
     done = run_cli(
         ["export", "--date", day_date.isoformat(), "--out", str(export_dir)], nightly_env

@@ -47,7 +47,11 @@ class SimClock:
         return float(getattr(self._local, "now", self.now))
 
     def local(self, now: int | None) -> None:
-        self._local.now = now if now is not None else self.now
+        """Hold `now` in this thread (None: follow the shared time again)."""
+        if now is None:
+            self._local.__dict__.pop("now", None)
+        else:
+            self._local.now = now
 
 
 @dataclass(frozen=True, slots=True)

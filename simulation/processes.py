@@ -76,6 +76,13 @@ def run_cli(
     )
 
 
+def start_cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start `jakartaone ARGS`; the caller collects it (`communicate`) and judges it."""
+    return subprocess.Popen(  # noqa: S603 - our own executable, arguments from this module
+        [JAKARTAONE, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
 def checked(done: subprocess.CompletedProcess[str], what: str) -> str:
     if done.returncode != 0:
         raise RuntimeError(f"{what} failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -105,6 +112,7 @@ class ApiServer:
         self.log_path = log_path
         self.workers = workers
         self._process: subprocess.Popen[bytes] | None = None
+        self.cpu_when_stopped = 0.0  # its CPU seconds, kept once it has ended
 
     def start(self, timeout: float = 60) -> None:
         command = [
@@ -138,6 +146,7 @@ class ApiServer:
         process = self._process
         if process is None or process.poll() is not None:
             return
+        self.cpu_when_stopped += process_group_cpu_seconds(process.pid)
         os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=20)
@@ -145,6 +154,12 @@ class ApiServer:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=20)
         self._process = None
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU of the server's process group so far (its workers too)."""
+        process = self._process
+        running = process_group_cpu_seconds(process.pid) if process is not None else 0.0
+        return self.cpu_when_stopped + running
 
     def issuer_key(self) -> str:
         """The first issuer-admin key, made by the CLI as the docs say (shown once)."""
@@ -154,3 +169,21 @@ class ApiServer:
             timeout=120,
         )
         return checked(done, "jakartaone api-keys create").strip()
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_group_cpu_seconds(group: int) -> float:
+    """CPU seconds (user and system, with reaped children) of the processes in `group`,
+    from /proc (0 where there is no /proc)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        # After the command name: state, ppid, pgrp, ..., utime (12), stime, cutime, cstime.
+        if int(fields[2]) == group:
+            total += sum(int(f) for f in fields[11:15])
+    return total / _TICKS

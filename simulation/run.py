@@ -15,12 +15,20 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from card_reader.keys import SoftwareSam
 from simulation import incidents
@@ -33,6 +41,7 @@ from simulation.people import SimClock, make_population
 from simulation.processes import ApiServer, RunSecrets, checked, child_environment, run_cli
 from simulation.tally import Tally
 
+log = logging.getLogger(__name__)
 WIB = timezone(timedelta(hours=7), "WIB")
 DAY_ENDS_S = 23 * HOUR
 # The API's clock during the day starts that evening (module doc), early enough that a
@@ -67,7 +76,8 @@ class Outcome:
     facts: incidents.Facts
     night: Night | None
     pcsc: str
-    phases: dict[str, float] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # wall seconds
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)  # CPU seconds, by process
     merchants: int = 0
     gates: int = 0
 
@@ -85,18 +95,37 @@ def midnight_wib(day: date) -> int:
 
 
 class Phases:
+    """Each phase's wall time (`Outcome.phases`) and where its CPU went (`Outcome.cpu`):
+    this process (the city, the cards, the gates, HTTP clients), the API server's processes,
+    and the other child processes (the `jakartaone` commands, and the API server's CPU
+    once it has been stopped and reaped, which `api` already counts)."""
+
     def __init__(self, outcome: Outcome) -> None:
         self.outcome = outcome
+        self.server: ApiServer | None = None
         self._name = ""
-        self._started = 0.0
+        self._started: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+
+    def _now(self) -> tuple[float, float, float, float]:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        api, reaped = 0.0, 0.0
+        if self.server is not None:
+            api, reaped = self.server.cpu_seconds(), self.server.cpu_when_stopped
+        commands = children.ru_utime + children.ru_stime - reaped
+        return time.perf_counter(), time.process_time(), api, commands
 
     def start(self, name: str) -> None:
         self.stop()
-        self._name, self._started = name, time.perf_counter()
+        log.info("phase: %s", name)
+        self._name, self._started = name, self._now()
 
     def stop(self) -> None:
         if self._name:
-            self.outcome.phases[self._name] = round(time.perf_counter() - self._started, 2)
+            spent = [round(b - a, 2) for a, b in zip(self._started, self._now(), strict=True)]
+            wall, demo, api, commands = spent
+            self.outcome.phases[self._name] = wall
+            self.outcome.cpu[self._name] = {"demo": demo, "api": api, "commands": commands}
+            log.info("phase %s: %.1f s, CPU %s", self._name, wall, self.outcome.cpu[self._name])
             self._name = ""
 
 
@@ -137,6 +166,7 @@ def run(options: Options, console: Console) -> Outcome:
     phases.start("api start")
     server = ApiServer(database_url, run_secrets, out / "api.log", workers, offset)
     server.start()
+    phases.server = server
     console.print(f"API: `jakartaone serve` at {server.url} ({workers} worker(s)); "
                   f"its clock is set to {day_date} {server_clock_at_s // HOUR:02d}:"
                   f"{server_clock_at_s % HOUR // 60:02d} WIB for the day")  # fmt: skip
@@ -147,6 +177,7 @@ def run(options: Options, console: Console) -> Outcome:
     lane = PcscLane()
     issuer: Api | None = None
     city: City | None = None
+    day: Day | None = None
     try:
         issuer_key = server.issuer_key()
         issuer = Api(server.url, issuer_key, pool=options.threads * 2)
@@ -168,7 +199,7 @@ def run(options: Options, console: Console) -> Outcome:
             outcome.merchants, outcome.gates = len(city.shops), len(city.gates)
             progress.update(task, total=progress.tasks[task].completed)
 
-            use_pcsc = options.pcsc and lane.start(riders[0].card)
+            use_pcsc = options.pcsc and lane.start()
             outcome.pcsc = (
                 f"real PC/SC (pcscd + vpcd, reader {lane.reader!r}) for 1 tap in {PCSC_SHARE}"
                 if use_pcsc
@@ -180,9 +211,11 @@ def run(options: Options, console: Console) -> Outcome:
             )  # fmt: skip
             phases.start("cards and first loads")
             task = progress.add_task("issuing and loading cards", total=len(riders))
-            day.progress = lambda n: progress.advance(task, n)
+            day.progress = _logged(progress, task)
             day.issue_cards()
+            phases.start("cards: the first loads' upload")
             day.upload_round()
+            day.quiesce()
 
             phases.start("the day")
             outcome.facts = incidents.plant(
@@ -190,19 +223,22 @@ def run(options: Options, console: Console) -> Outcome:
             )
             day.schedule_riders()
             task = progress.add_task("the day: taps, sales, uploads", total=len(day.events))
-            day.progress = lambda n: progress.advance(task, n)
+            day.progress = _logged(progress, task, lambda: f"simulated {day.clock_text()}")
             day.run_until(DAY_ENDS_S)
             lane.stop()
             tally.requests = issuer.requests + sum(s.api.requests for s in city.shops if s.api)
 
-            phases.start("the night")
+            phases.start("the night: api stop")
             server.stop()
             outcome.night = run_night(
-                day, server, run_secrets, issuer_key, out, day_date, outcome.facts, progress, rng
-            )
+                day, server, run_secrets, issuer_key, out, day_date, outcome.facts, progress, rng,
+                phases.start,
+            )  # fmt: skip
         phases.stop()
         return outcome
     finally:
+        if day is not None:
+            day.close()
         lane.stop()
         server.stop()
         if issuer is not None:
@@ -220,6 +256,24 @@ def _raise_open_files_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _logged(
+    progress: Progress, task: TaskID, where: Callable[[], str] = lambda: ""
+) -> Callable[[int], None]:
+    """Advance `task`, and say how far it is in demo.log every 30 s (a long run's record,
+    where the bars are not seen)."""
+    logged_at = time.monotonic()
+
+    def advance(n: int) -> None:
+        nonlocal logged_at
+        progress.advance(task, n)
+        if time.monotonic() - logged_at >= 30:
+            logged_at = time.monotonic()
+            state = progress.tasks[task]
+            log.info("%s: %d of %s %s", state.description, state.completed, state.total, where())
+
+    return advance
 
 
 def _progress(console: Console) -> Progress:

@@ -59,10 +59,21 @@ def print_summary(outcome: Outcome, console: Console) -> None:
     phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in outcome.phases.items())
     table.add_row(
         "time",
-        f"{outcome.seconds:.1f} s ({phases}); in the day: uploads {tally.upload_seconds:.1f} s, "
-        f"top-ups {tally.top_up_seconds:.1f} s; {tally.requests:,} API requests",
+        f"{outcome.seconds:.1f} s ({phases}); in the background: uploads "
+        f"{tally.upload_seconds:.1f} s, top-ups {tally.top_up_seconds:.1f} s; the day waited "
+        f"{tally.upload_wait_seconds:.1f} s for rounds, {tally.card_wait_seconds:.1f} s for "
+        f"cards; {tally.requests:,} API requests",
     )
+    table.add_row("CPU", _cpu_line(outcome))
     console.print(table)
+
+
+def _cpu_line(outcome: Outcome) -> str:
+    total = {k: sum(p[k] for p in outcome.cpu.values()) for k in ("demo", "api", "commands")}
+    return (
+        f"this process {total['demo']:.1f} s, the API {total['api']:.1f} s, the commands "
+        f"{total['commands']:.1f} s (by phase in summary.json: cpu)"
+    )
 
 
 def _nightly_line(run: NightlyRun) -> str:
@@ -83,10 +94,13 @@ def results(outcome: Outcome) -> dict[str, Any]:
         "seed": outcome.seed,
         "seconds": round(outcome.seconds, 2),
         "phases": outcome.phases,
+        "cpu": outcome.cpu,
         "pcsc": outcome.pcsc,
         "requests": tally.requests,
         "upload_seconds": round(tally.upload_seconds, 2),
         "top_up_seconds": round(tally.top_up_seconds, 2),
+        "upload_wait_seconds": round(tally.upload_wait_seconds, 2),
+        "card_wait_seconds": round(tally.card_wait_seconds, 2),
         "taps": dict(tally.taps),
         "taps_pcsc": tally.taps_pcsc,
         "fares_rupiah": tally.fares_rupiah,

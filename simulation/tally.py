@@ -26,8 +26,13 @@ class Tally:
     quarantined: Counter[str] = field(default_factory=Counter)  # reason -> certificates
     batches: int = 0
     requests: int = 0
-    upload_seconds: float = 0.0  # wall time of the upload rounds (HTTP, in parallel)
-    top_up_seconds: float = 0.0  # wall time of loads made during the day (HTTP, one by one)
+    # Wall times: the upload rounds, in the background; the day's top-ups, in workers,
+    # added up; what the day's thread waited for: the last round and the cards' top-ups
+    # before a round, a card's own top-up before its next tap.
+    upload_seconds: float = 0.0
+    top_up_seconds: float = 0.0
+    upload_wait_seconds: float = 0.0
+    card_wait_seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count_batch(self, items: list[ItemOutcome]) -> None:
@@ -42,6 +47,10 @@ class Tally:
         with self._lock:
             self.loads[channel] += 1
             self.loads_rupiah += amount
+
+    def count_top_up(self, seconds: float) -> None:
+        with self._lock:
+            self.top_up_seconds += seconds
 
     @property
     def tap_count(self) -> int:
