@@ -209,7 +209,7 @@ CHECKS = ("ledger_check_new_postings()", "ledger_check_new_transfers()")
 # Balance rows are updated in place all day. With full pages every update writes the new
 # row version to another page and a new index entry, and the table and its index bloat
 # until VACUUM runs (at 200,000 benchmark transfers without autovacuum: 216,000 dead rows
-# in 3,700 pages for 10,000 accounts, and 66 us per primary-key probe). Room on each page
+# in 3,700 pages for 10,000 accounts, and 66 us per primary-key probe under load). Room on each page
 # lets PostgreSQL keep every version on its page (a HOT update: no index entry) and
 # reclaim the dead ones whenever the page is next read, without waiting for VACUUM.
 BALANCE_TABLES = ("accounts", "account_balance_shards")
