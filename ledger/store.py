@@ -123,7 +123,8 @@ class PostgresStore:
     Round trips: each call goes through psycopg's pipeline mode, so the transaction's
     BEGIN travels with its first read, and, when the batch is the whole transaction
     (`commit=True`), COMMIT travels with the write: a batch that needs one read costs
-    two round trips, not four."""
+    two round trips, not four. (After that COMMIT the transaction is over; the caller's
+    own commit finds it so and sends nothing.)"""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -167,7 +168,9 @@ class PostgresStore:
             with driver.pipeline():
                 cursor.execute(sql, params)
                 if commit:
-                    driver.commit()
+                    # Queued as a statement: `driver.commit()` would wait for it on its
+                    # own, and leaving the pipeline would wait once more.
+                    driver.execute("COMMIT")
             row = cursor.fetchone()
         except psycopg.Error as exc:
             lost = driver.broken

@@ -8,8 +8,15 @@ array parameters is estimated from the arrays themselves, so small batches probe
 primary key; the values also arrive already typed (no text-to-uuid casts per element),
 and statements a batch does not need (no bounded account, no shard row, nothing to
 recheck) are skipped. Lookups by id join `unnest` rather than filter on `= ANY(array)`,
-which the planner turned into scans of the whole transfers table. JIT is off for these
-functions and the 0001 check triggers (see CHECKS).
+which the planner turned into scans of the whole transfers table.
+
+Both functions only ever find rows by key, so they run with hash and merge joins off:
+every join is then a loop of index probes, whose cost follows the batch, not the table.
+Left to the statistics, the planner hashed the whole journal on every batch whenever
+they were stale (on a server without autovacuum they never catch up: at 38,000
+transfers it believed 17,000 and built a 38,000-row hash to find 1,000 ids, and the
+cost grew with every batch). JIT is off for these functions and for the 0001 check
+triggers (see CHECKS).
 
 The functions still decide nothing and take the same locks in the same order (see
 ledger/store.py). The recheck of unbounded accounts' status moves into ledger_write: it
@@ -34,7 +41,8 @@ depends_on: str | Sequence[str] | None = None
 
 READ = """
 CREATE FUNCTION ledger_read(transfer_ids uuid[], pending_ids uuid[], account_ids uuid[])
-RETURNS jsonb LANGUAGE plpgsql SET jit = off AS $$
+RETURNS jsonb LANGUAGE plpgsql
+SET jit = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
     transfers jsonb := '[]';
     resolutions jsonb := '[]';
@@ -60,17 +68,27 @@ BEGIN
     -- Bounded accounts are locked, in id order, by the read that finds them: a batch
     -- need not know beforehand which of its accounts are bounded (flags never change).
     -- Unbounded ones are read without a lock, so that they never serialize writers.
+    -- Each account is probed once, and a bounded one once more to lock it (the locked
+    -- row's values are the ones returned).
     IF cardinality(account_ids) > 0 THEN
-        WITH locked AS (
-            SELECT a.* FROM unnest(account_ids) AS q(id) JOIN accounts a ON a.id = q.id
-            WHERE a.debits_must_not_exceed_credits OR a.credits_must_not_exceed_debits
-               OR a.max_balance IS NOT NULL
+        WITH named AS MATERIALIZED (
+            SELECT a.*, (a.debits_must_not_exceed_credits OR a.credits_must_not_exceed_debits
+                         OR a.max_balance IS NOT NULL) AS bounded
+            FROM unnest(account_ids) AS q(id) JOIN accounts a ON a.id = q.id
+        ), locked AS (
+            SELECT a.* FROM named JOIN accounts a ON a.id = named.id
+            WHERE named.bounded
             ORDER BY a.id FOR NO KEY UPDATE OF a
         ), found AS (
-            SELECT * FROM locked UNION ALL
-            SELECT a.* FROM unnest(account_ids) AS q(id) JOIN accounts a ON a.id = q.id
-            WHERE NOT (a.debits_must_not_exceed_credits OR a.credits_must_not_exceed_debits
-                       OR a.max_balance IS NOT NULL)
+            SELECT id, currency, status, debits_must_not_exceed_credits,
+                   credits_must_not_exceed_debits, max_balance, shards, debits_posted,
+                   credits_posted, debits_pending, credits_pending
+            FROM locked
+            UNION ALL
+            SELECT id, currency, status, debits_must_not_exceed_credits,
+                   credits_must_not_exceed_debits, max_balance, shards, debits_posted,
+                   credits_posted, debits_pending, credits_pending
+            FROM named WHERE NOT bounded
         )
         SELECT coalesce(jsonb_agg(jsonb_build_array(
             id, currency, status, debits_must_not_exceed_credits,
@@ -105,7 +123,8 @@ CREATE FUNCTION ledger_write(
     transfer_pending uuid[], transfer_linked uuid[], transfer_timeout int8[],
     transfer_metadata text[], transfer_timestamp int8[], transfer_hash bytea[],
     OUT ids uuid[], OUT seqs int8[]
-) LANGUAGE plpgsql SET jit = off AS $$
+) LANGUAGE plpgsql
+SET jit = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
     changed uuid;
 BEGIN
@@ -190,7 +209,7 @@ CHECKS = ("ledger_check_new_postings()", "ledger_check_new_transfers()")
 # Balance rows are updated in place all day. With full pages every update writes the new
 # row version to another page and a new index entry, and the table and its index bloat
 # until VACUUM runs (at 200,000 benchmark transfers without autovacuum: 216,000 dead rows
-# in 3,700 pages for 10,000 accounts, and 66 us per primary-key probe). Room on each page
+# in 3,700 pages for 10,000 accounts, and 66 us per primary-key probe under load). Room on each page
 # lets PostgreSQL keep every version on its page (a HOT update: no index entry) and
 # reclaim the dead ones whenever the page is next read, without waiting for VACUUM.
 BALANCE_TABLES = ("accounts", "account_balance_shards")
