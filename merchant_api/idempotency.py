@@ -220,8 +220,15 @@ _CLAIM_POSTGRESQL = sa.text(
 ).columns(sa.column("claim", sa.Uuid))
 
 
-def _key_order(pair: tuple[ClaimRequest, uuid.UUID]) -> tuple[int, str]:
-    return pair[0].api_key_id.int, pair[0].key
+# PostgreSQL: the answers as arrays, one statement for all of them (see _CLAIM_POSTGRESQL).
+_COMPLETE_POSTGRESQL = sa.text(
+    "UPDATE idempotency_keys k SET response_status = a.status, response_body = a.body"
+    " FROM unnest(CAST(:key_ids AS uuid[]), CAST(:keys AS varchar[]), CAST(:claims AS uuid[]),"
+    " CAST(:statuses AS integer[]), CAST(:bodies AS bytea[]))"
+    " AS a(api_key_id, key, claim, status, body)"
+    " WHERE k.api_key_id = a.api_key_id AND k.key = a.key AND k.claim = a.claim"
+    " AND k.response_status IS NULL"
+)
 
 
 class ClaimBatcher:
@@ -322,6 +329,21 @@ def complete_in(conn: Connection, done: list[tuple[uuid.UUID, str, uuid.UUID, in
     the change and its replayable answer commit together. (api key, key, claim, status,
     body) each; a claim taken over meanwhile is left alone."""
     if not done:
+        return
+    if not is_sqlite(conn):
+        key_ids, keys, claims, statuses, bodies = (
+            list(column) for column in zip(*done, strict=True)
+        )
+        conn.execute(
+            _COMPLETE_POSTGRESQL,
+            {
+                "key_ids": key_ids,
+                "keys": keys,
+                "claims": claims,
+                "statuses": statuses,
+                "bodies": bodies,
+            },
+        )
         return
     t = schema.idempotency_keys
     conn.execute(

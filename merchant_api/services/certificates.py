@@ -49,6 +49,7 @@ from card_reader.certificate import (
 from ledger import PostPending, Request, Transfer, VoidPending, credit, debit
 from ledger.queries import accounts_by_id
 from merchant_api import chart, schema
+from merchant_api.bulk import insert_rows
 from merchant_api.context import ApiContext
 from merchant_api.errors import ErrorCode
 from merchant_api.observability import CERTIFICATES
@@ -474,8 +475,7 @@ def _write(
     now: int,
     day: str,
 ) -> None:
-    if plan.transactions:
-        conn.execute(sa.insert(ct), list(plan.transactions.values()))
+    insert_rows(conn, ct, list(plan.transactions.values()))
     if plan.load_updates:
         # One statement for the batch's loads (a personalization batch confirms hundreds).
         credit_tx = {

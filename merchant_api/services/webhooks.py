@@ -36,6 +36,7 @@ from ledger import run_read, run_write
 from ledger.db import is_sqlite
 from merchant_api import schema
 from merchant_api.auth import Principal
+from merchant_api.bulk import insert_rows
 from merchant_api.context import ApiContext
 from merchant_api.errors import ApiError, ErrorCode, not_found
 from merchant_api.idempotency import derived_id
@@ -82,7 +83,7 @@ def emit_many(conn: Connection, wanted: list[tuple[uuid.UUID, str, dict[str, Any
         }
         for merchant_id, type_, data in wanted
     ]
-    conn.execute(sa.insert(e), rows)
+    insert_rows(conn, e, rows)
     endpoints = conn.execute(
         sa.select(w.c.id, w.c.merchant_id, w.c.events).where(
             w.c.merchant_id.in_({row["merchant_id"] for row in rows}), w.c.status == "enabled"
@@ -101,8 +102,7 @@ def emit_many(conn: Connection, wanted: list[tuple[uuid.UUID, str, dict[str, Any
         if endpoint.merchant_id == row["merchant_id"]
         and _wants(json.loads(endpoint.events), str(row["type"]))
     ]
-    if deliveries:
-        conn.execute(sa.insert(d), deliveries)
+    insert_rows(conn, d, deliveries)
 
 
 def emit(conn: Connection, merchant_id: uuid.UUID, type_: str, data: dict[str, Any]) -> uuid.UUID:
