@@ -1,10 +1,11 @@
 """`python -m bench api [--json]`: the merchant API under load, over loopback HTTP.
 
 Starts `jakartaone serve` on a scratch PostgreSQL database (2 workers), onboards a
-merchant, a gate operator and cards (not timed), then measures:
+merchant, a gate operator with a gate per batch and 6,000 pre-loaded cards (not timed), then
+measures:
 - single card-transaction submissions at concurrency 32 (each a real card-signed
   certificate, verified, posted to the ledger and committed before the answer);
-- gate batches of 500 certificates;
+- gate batches of 500 certificates, each from its own gate (two uploads in flight);
 - the same load generator against a minimal Litestar endpoint under the same server, as
   the baseline.
 Last line on stdout: {"card_tx_per_s", "card_tx_p50_ms", "card_tx_p99_ms",
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ import uvloop
 
 from bench import log
 from bench.databases import scratch_database
+from merchant_api.schemas.cards import MAX_CARD_BATCH
 from tests.api.cards import SimulatedCard
 from tests.api.live import ROOT, free_port, start_server
 
@@ -43,10 +46,13 @@ CARD_FLOAT = 1_000_000
 CLIENT_PROCESSES = 2
 
 
-def onboard(base: str, key: str, cards: int) -> tuple[str, str, list[tuple[str, SimulatedCard]]]:
-    """A merchant with a POS, an operator with a gate, their keys, and loaded cards."""
+def onboard(
+    base: str, key: str, cards: int, gates: int
+) -> tuple[str, str, list[tuple[str, SimulatedCard]]]:
+    """A merchant with a POS, an operator with `gates` gates, their keys, and `cards` cards
+    issued pre-loaded in personalization batches, each first load confirmed by the card."""
     with httpx.Client(
-        base_url=base, timeout=60, headers={"Authorization": f"Bearer {key}"}
+        base_url=base, timeout=120, headers={"Authorization": f"Bearer {key}"}
     ) as client:
 
         def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -80,35 +86,50 @@ def onboard(base: str, key: str, cards: int) -> tuple[str, str, list[tuple[str, 
         post(
             "/v1/terminals", {"terminal_code": "BENCH-POS", "merchant_id": merchant, "kind": "pos"}
         )
-        post(
-            "/v1/terminals",
-            {
-                "terminal_code": "BENCH-GATE",
-                "merchant_id": operator,
-                "kind": "gate",
-                "line": "Bench",
-                "station": "One",
-            },
-        )
-        merchant_key = post("/v1/api-keys", {"scope": "merchant", "merchant_id": merchant})["key"]
-        gate_key = post("/v1/api-keys", {"scope": "gate-operator", "merchant_id": operator})["key"]
-        loaded = []
-        for _ in range(cards):
-            card = SimulatedCard()
-            card_id = post("/v1/cards", {"serial": card.serial_hex})["id"]
-            load = post(
-                "/v1/loads",
+        for gate in range(gates):
+            post(
+                "/v1/terminals",
                 {
-                    "card_id": card_id,
-                    "amount": CARD_FLOAT,
-                    "channel": "bank_transfer",
-                    "card_counter": 0,
+                    "terminal_code": f"BENCH-GATE-{gate}",
+                    "merchant_id": operator,
+                    "kind": "gate",
+                    "line": "Bench",
+                    "station": f"Station {gate}",
                 },
             )
-            credit = card.credit(CARD_FLOAT, bytes.fromhex(load["cryptogram"]), "BENCH-POS")
-            post(f"/v1/loads/{load['id']}/confirm", {"certificate": credit.to_json()})
-            loaded.append((card_id, card))
-        return merchant_key, gate_key, loaded
+        merchant_key = post("/v1/api-keys", {"scope": "merchant", "merchant_id": merchant})["key"]
+        gate_key = post("/v1/api-keys", {"scope": "gate-operator", "merchant_id": operator})["key"]
+        simulated = [SimulatedCard() for _ in range(cards)]
+        issued: list[dict[str, Any]] = []
+        for at in range(0, cards, MAX_CARD_BATCH):
+            body = {
+                "cards": [
+                    {"serial": card.serial_hex, "first_load": CARD_FLOAT}
+                    for card in simulated[at : at + MAX_CARD_BATCH]
+                ]
+            }
+            issued += post("/v1/card-batches", body)["cards"]
+
+    def confirm(
+        client: httpx.Client, pair: tuple[SimulatedCard, dict[str, Any]]
+    ) -> tuple[str, SimulatedCard]:
+        card, answer = pair
+        credit = card.credit(CARD_FLOAT, bytes.fromhex(answer["cryptogram"]), "BENCH-POS")
+        client.post(
+            f"/v1/loads/{answer['load_id']}/confirm",
+            json={"certificate": credit.to_json()},
+            headers={"Idempotency-Key": str(uuid.uuid4())},
+        ).raise_for_status()
+        return answer["id"], card
+
+    with (
+        httpx.Client(
+            base_url=base, timeout=120, headers={"Authorization": f"Bearer {key}"}
+        ) as client,
+        ThreadPoolExecutor(8) as pool,
+    ):
+        pairs = zip(simulated, issued, strict=True)
+        return merchant_key, gate_key, list(pool.map(lambda p: confirm(client, p), pairs))
 
 
 async def _exchange(
@@ -283,7 +304,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--transactions", type=int, default=4_000)
     parser.add_argument("--batches", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--cards", type=int, default=200)
+    parser.add_argument("--cards", type=int, default=6_000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--client-processes", type=int, default=CLIENT_PROCESSES)
@@ -300,7 +321,7 @@ def main(argv: list[str]) -> int:
         try:
             key = server.issuer_key()
             log(f"onboarding {args.cards} cards (not timed)")
-            merchant_key, gate_key, cards = onboard(server.url, key, args.cards)
+            merchant_key, gate_key, cards = onboard(server.url, key, args.cards, args.batches)
             amount = 1_000
             singles = []
             for index in range(args.transactions):
@@ -308,25 +329,26 @@ def main(argv: list[str]) -> int:
                 singles.append(
                     json.dumps(card.debit(amount, "BENCH-POS", index).to_json()).encode()
                 )
+            # Each batch is one gate's journal: its own terminal and sequence numbers, and
+            # the cards that tapped there, distinct from other gates' cards in the same
+            # upload window (a card is at one station at a time).
             batches, batch_ids = [], []
-            per_card = args.batch_size // len(cards) + 1
-            seq = 0
-            for _ in range(args.batches):
-                certificates: list[dict[str, Any]] = []
-                for _card_id, card in cards:
-                    for _ in range(per_card):
-                        if len(certificates) < args.batch_size:
-                            seq += 1
-                            certificates.append(card.debit(100, "BENCH-GATE", seq).to_json())
+            for gate in range(args.batches):
+                certificates = [
+                    cards[(gate * args.batch_size + i) % len(cards)][1]
+                    .debit(100, f"BENCH-GATE-{gate}", i + 1)
+                    .to_json()
+                    for i in range(args.batch_size)
+                ]
                 batch_id = str(uuid.uuid4())
                 batch_ids.append(batch_id)
                 batches.append(
                     json.dumps(
                         {
                             "batch_id": batch_id,
-                            "terminal_id": "BENCH-GATE",
-                            "first_terminal_seq": certificates[0]["terminal_seq"],
-                            "last_terminal_seq": certificates[-1]["terminal_seq"],
+                            "terminal_id": f"BENCH-GATE-{gate}",
+                            "first_terminal_seq": 1,
+                            "last_terminal_seq": args.batch_size,
                             "certificates": certificates,
                         }
                     ).encode()
