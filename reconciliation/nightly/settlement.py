@@ -133,18 +133,22 @@ def check_settlements(engine: Engine, day: str) -> CheckResult:
     """Every settlement of the day that paid out has its ledger transfer, for its amount."""
     result = CheckResult(Source.SETTLEMENT)
     s, p = api.settlements, ledger_schema.postings
-    debits = (
-        sa.select(p.c.transfer_id, sa.func.sum(p.c.amount).label("amount"))
-        .where(p.c.amount > 0)
-        .group_by(p.c.transfer_id)
-        .subquery()
-    )
+    # Joined leg by leg (the postings' key), not through a sum over every posting ever made.
     rows = run_read(
         engine,
         lambda conn: conn.execute(
-            sa.select(s.c.id, s.c.merchant_id, s.c.payout_amount, s.c.transfer_id, debits.c.amount)
-            .select_from(s.outerjoin(debits, debits.c.transfer_id == s.c.transfer_id))
+            sa.select(
+                s.c.id,
+                s.c.merchant_id,
+                s.c.payout_amount,
+                s.c.transfer_id,
+                sa.func.sum(p.c.amount).label("amount"),
+            )
+            .select_from(
+                s.outerjoin(p, sa.and_(p.c.transfer_id == s.c.transfer_id, p.c.amount > 0))
+            )
             .where(s.c.business_date == day, s.c.transfer_id.is_not(None))
+            .group_by(s.c.id, s.c.merchant_id, s.c.payout_amount, s.c.transfer_id)
         ).all(),
     )
     for row in rows:
