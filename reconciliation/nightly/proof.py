@@ -174,7 +174,7 @@ def _prove_postgresql(engine: Engine, mark: int) -> Report:
             conn.exec_driver_sql("SELECT coalesce(max(seq), 0) FROM transfers").scalar_one()
         )
         tasks = _Tasks(engine, snapshot)
-        roots = {block.block_no: hashlib.sha256(b"jakartaone.block.v1\x00") for block in blocks}
+        roots = {block.block_no: hashlib.sha256(journal.BLOCK_LABEL) for block in blocks}
         found = {block.block_no: 0 for block in blocks}
         tally = _Tally()
         mismatched: list[int] = []
