@@ -137,11 +137,15 @@ class Day:
                 purchases.append((when, amount))
             if purchases:
                 # Sorted as the events run: by time, then in the order they were scheduled.
-                planned = [a for _, a in sorted(purchases, key=lambda p: p[0])]
+                ordered = sorted(purchases, key=lambda p: p[0])
+                planned = [a for _, a in ordered]
                 self._purchases[rider.index] = planned
                 if rider.card.state.balance < planned[0]:
-                    # Before the first train, after every first load at an agent.
-                    self.at(FIRST_SERVICE_S - 60, partial(self._top_up_when_low, rider))
+                    # Half an hour before the first purchase (after every first load at an
+                    # agent): spread over the day, not a burst at dawn that every early
+                    # tap would wait behind.
+                    when = max(FIRST_SERVICE_S - 60, ordered[0][0] - 1800)
+                    self.at(when, partial(self._top_up_before_shopping, rider))
 
     def _shopping_time(self) -> int:
         pick = self.rng.random()
@@ -289,6 +293,10 @@ class Day:
                 self.clock.local(None)
 
         self._card_work[id(rider.card.state)] = self._card_pool.submit(run)
+
+    def _top_up_before_shopping(self, rider: Rider) -> None:
+        self._wait_for_card(rider)  # a top-up after a tap may still be running
+        self._top_up_when_low(rider)
 
     def _top_up_when_low(self, rider: Rider) -> None:
         """A holder tops up at an agent as soon as the card holds less than Rp 15,000, or
