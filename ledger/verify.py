@@ -171,12 +171,21 @@ def _pending_resolutions(conn: Connection) -> Iterator[Violation]:
     for row in bad_target:
         yield Violation(Check.RESOLUTION_INVALID, f"{row.phase} {row.id}")
     pp = schema.postings.alias("pending_leg")
+    # SQLite, with no statistics, looked the pending leg up by its account (every leg a hot
+    # issuer account ever had: 34 s at 5,000 cards) instead of by its transfer; the unary
+    # plus, SQLite's documented way, takes account_id out of its index choice (migration
+    # 0005 does the same in the trigger). PostgreSQL has no unary plus for uuid and plans
+    # from statistics.
+    pending_leg_account = (
+        sa.literal_column(f"+{pp.name}.account_id") if is_sqlite(conn) else pp.c.account_id
+    )
     over = conn.execute(
         sa.select(t.c.id)
         .distinct()
         .select_from(
             t.join(p, p.c.transfer_id == t.c.id).outerjoin(
-                pp, sa.and_(pp.c.transfer_id == t.c.pending_id, pp.c.account_id == p.c.account_id)
+                pp,
+                sa.and_(pp.c.transfer_id == t.c.pending_id, pending_leg_account == p.c.account_id),
             )
         )
         .where(
