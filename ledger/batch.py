@@ -25,10 +25,13 @@ because a concurrent close takes every shard's lock: whoever is second sees the 
 
 from __future__ import annotations
 
+import gc
 import random
+import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,22 +164,24 @@ def apply_batch(
     outcome = Outcome()
     in_batch: dict[uuid.UUID, Recorded] = {}
     decided: list[tuple[ResultCode, Recorded] | Refused] = []
-    for index, request in enumerate(requests):
-        try:
-            recorded = _decide(request, loaded, in_batch, outcome, clock)
-        except Refused as refusal:
-            if mode is BatchMode.LINKED:
-                return _fail_linked(requests, index, refusal)
-            decided.append(refusal)
-            continue
-        if recorded.seq is not None or recorded.id in in_batch:
-            # Recorded before this batch, or earlier in it: the original result.
-            decided.append((ResultCode.EXISTS, recorded))
-        else:
-            in_batch[recorded.id] = recorded
-            outcome.applied.append(recorded)
-            decided.append((ResultCode.OK, recorded))
-    seqs = _write(store, outcome, loaded, commit=commit)
+    with _collector_paused():
+        for index, request in enumerate(requests):
+            try:
+                recorded = _decide(request, loaded, in_batch, outcome, clock)
+            except Refused as refusal:
+                if mode is BatchMode.LINKED:
+                    return _fail_linked(requests, index, refusal)
+                decided.append(refusal)
+                continue
+            if recorded.seq is not None or recorded.id in in_batch:
+                # Recorded before this batch, or earlier in it: the original result.
+                decided.append((ResultCode.EXISTS, recorded))
+            else:
+                in_batch[recorded.id] = recorded
+                outcome.applied.append(recorded)
+                decided.append((ResultCode.OK, recorded))
+        writes = _writes(outcome, loaded)
+    seqs = store.write(writes, commit=commit) if writes is not None else {}
     results = []
     for request, decision in zip(requests, decided, strict=True):
         if isinstance(decision, Refused):
@@ -199,6 +204,39 @@ def _fail_linked(
         else TransferResult(r.id, ResultCode.LINKED_EVENT_FAILED, f"linked with {failed_id}")
         for i, r in enumerate(requests)
     ]
+
+
+_pause_lock = threading.Lock()
+_pauses = 0
+_collector_was_enabled = False
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Run the body with Python's cyclic garbage collector paused.
+
+    A 1,000-transfer decision allocates tens of thousands of small objects, and every
+    700 allocations the collector walks the youngest ones looking for cycles, which
+    cost 15 to 20% of the decision's CPU. The decision makes almost no cycles (only a
+    refused request's exception, through its traceback), and those are collected at
+    the next pass once the collector runs again: pausing postpones collection, it
+    frees nothing late that would otherwise be freed early, except for these few. The
+    count is shared by threads, so the collector resumes only when the last batch in
+    progress has decided (and only if it was running before the first).
+    """
+    global _pauses, _collector_was_enabled
+    with _pause_lock:
+        if _pauses == 0:
+            _collector_was_enabled = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _collector_was_enabled:
+                gc.enable()
 
 
 # --- Reading -------------------------------------------------------------------------
@@ -533,8 +571,8 @@ def _check_bounds(effects: dict[uuid.UUID, Deltas], accounts: dict[uuid.UUID, Ac
 # --- Writing -------------------------------------------------------------------------
 
 
-def _write(store: Store, outcome: Outcome, loaded: Loaded, *, commit: bool) -> dict[uuid.UUID, int]:
-    """Write the applied transfers; returns their seqs.
+def _writes(outcome: Outcome, loaded: Loaded) -> Writes | None:
+    """The rows that write the applied transfers (None if nothing was applied).
 
     Order matters: postings first (their transfer's insert trigger checks them), then
     balances, then the transfers, so that every writer holds a transaction id before it
@@ -542,9 +580,9 @@ def _write(store: Store, outcome: Outcome, loaded: Loaded, *, commit: bool) -> d
     """
     applied = outcome.applied
     if not applied:
-        return {}
+        return None
     bounded, shard_deltas = _balance_writes(outcome.effects, loaded.accounts)
-    writes = Writes(
+    return Writes(
         postings=[
             (t.id, leg, account_id, t.currency, amount)
             for t in applied
@@ -558,7 +596,6 @@ def _write(store: Store, outcome: Outcome, loaded: Loaded, *, commit: bool) -> d
         ],
         transfers=[_transfer_row(t) for t in applied],
     )
-    return store.write(writes, commit=commit)
 
 
 def _transfer_row(t: Recorded) -> TransferRow:
