@@ -61,21 +61,33 @@ def content_hash(
     postings: Sequence[tuple[int, uuid.UUID, int]],
 ) -> bytes:
     """SHA-256 of a transfer's canonical encoding; `postings` are (leg, account_id, amount)."""
-    texts = [t.encode() for t in (kind, phase, currency)]
+    kind_bytes, phase_bytes, currency_bytes = kind.encode(), phase.encode(), currency.encode()
     meta = metadata_json.encode()
     parts = [
-        b"jakartaone.transfer.v1\x00",
+        _TRANSFER_PREFIX,
         id.bytes,
-        *(struct.pack(">H", len(t)) + t for t in texts),
+        _U16.pack(len(kind_bytes)),
+        kind_bytes,
+        _U16.pack(len(phase_bytes)),
+        phase_bytes,
+        _U16.pack(len(currency_bytes)),
+        currency_bytes,
         pending_id.bytes if pending_id else NO_ID,
         linked_id.bytes if linked_id else NO_ID,
-        struct.pack(">qqI", timeout_s, timestamp_us, len(meta)),
+        _TIMES_AND_META_LENGTH.pack(timeout_s, timestamp_us, len(meta)),
         meta,
-        struct.pack(">H", len(postings)),
+        _U16.pack(len(postings)),
     ]
     for leg, account_id, amount in sorted(postings, key=_leg_number):
-        parts.append(struct.pack(">H", leg) + account_id.bytes + struct.pack(">q", amount))
+        parts += (_U16.pack(leg), account_id.bytes, _I64.pack(amount))
     return hashlib.sha256(b"".join(parts)).digest()
+
+
+# Precompiled: content_hash runs once per transfer written.
+_TRANSFER_PREFIX = b"jakartaone.transfer.v1\x00"
+_U16 = struct.Struct(">H")
+_I64 = struct.Struct(">q")
+_TIMES_AND_META_LENGTH = struct.Struct(">qqI")
 
 
 def _leg_number(posting: tuple[int, uuid.UUID, int]) -> int:

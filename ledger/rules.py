@@ -78,19 +78,28 @@ def postings_problem(postings: tuple[Posting, ...]) -> Problem | None:
         return ResultCode.POSTINGS_TOO_FEW, "a transfer needs at least two postings"
     if len(postings) > MAX_POSTINGS:
         return ResultCode.POSTINGS_TOO_MANY, f"at most {MAX_POSTINGS} postings"
+    debits = credits = 0
     for leg, posting in enumerate(postings):
-        if not isinstance(posting.amount, int) or isinstance(posting.amount, bool):
+        amount = posting.amount
+        if not isinstance(amount, int) or isinstance(amount, bool):
             return ResultCode.AMOUNT_MUST_BE_POSITIVE, f"leg {leg}: amount must be an integer"
-        if posting.amount <= 0:
-            return ResultCode.AMOUNT_MUST_BE_POSITIVE, f"leg {leg}: amount {posting.amount}"
-        if posting.amount > MAX_AMOUNT:
+        if amount <= 0:
+            return ResultCode.AMOUNT_MUST_BE_POSITIVE, f"leg {leg}: amount {amount}"
+        if amount > MAX_AMOUNT:
             return ResultCode.AMOUNT_EXCEEDS_MAXIMUM, f"leg {leg}: amount above {MAX_AMOUNT}"
         if (code := id_problem(posting.account_id)) is not None:
             return code, f"leg {leg}: account id"
-    if len({p.account_id for p in postings}) != len(postings):
+        if posting.side is Side.DEBIT:
+            debits += amount
+        elif posting.side is Side.CREDIT:
+            credits += amount
+    # Two legs (nearly every transfer) need one comparison, not a set of hashed uuids.
+    if (
+        postings[0].account_id == postings[1].account_id
+        if len(postings) == 2
+        else len({p.account_id for p in postings}) != len(postings)
+    ):
         return ResultCode.ACCOUNTS_MUST_BE_DIFFERENT, "an account appears in two postings"
-    debits = sum(p.amount for p in postings if p.side is Side.DEBIT)
-    credits = sum(p.amount for p in postings if p.side is Side.CREDIT)
     if debits != credits:
         return ResultCode.TRANSFER_UNBALANCED, f"debits {debits} != credits {credits}"
     return None
