@@ -160,6 +160,12 @@ class Block:
     sealed_at_us: int
 
 
+def all_blocks(conn: Connection) -> list[Block]:
+    """Every sealed block, in order."""
+    b = schema.journal_blocks
+    return [Block(**row._mapping) for row in conn.execute(sa.select(b).order_by(b.c.block_no))]
+
+
 def last_block(conn: Connection) -> Block | None:
     b = schema.journal_blocks
     row = conn.execute(sa.select(b).order_by(b.c.block_no.desc()).limit(1)).first()

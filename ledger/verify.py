@@ -233,15 +233,9 @@ def _guards(conn: Connection) -> Iterator[Violation]:
         yield Violation(Check.GUARD_MISSING, f"trigger {name} is missing or disabled")
 
 
-def _journal(
-    conn: Connection, violations: list[Violation], rehash_after_seq: int
-) -> tuple[int, int, int]:
-    """Recompute the hashes after rehash_after_seq and every block; returns (transfers,
-    sealed through seq, unsealed)."""
-    b = schema.journal_blocks
-    blocks = [
-        journal.Block(**row._mapping) for row in conn.execute(sa.select(b).order_by(b.c.block_no))
-    ]
+def chain_violations(blocks: list[journal.Block]) -> list[Violation]:
+    """Each block's own hash and its link to the block before it, in order."""
+    violations = []
     prev_hash, prev_last, prev_no = journal.GENESIS_HASH, 0, 0
     for block in blocks:
         expected = journal.block_hash(
@@ -261,7 +255,17 @@ def _journal(
         ):
             violations.append(Violation(Check.BLOCK_CHAIN_BROKEN, f"block {block.block_no}"))
         prev_hash, prev_last, prev_no = block.block_hash, block.last_seq, block.block_no
-    sealed_through = prev_last
+    return violations
+
+
+def _journal(
+    conn: Connection, violations: list[Violation], rehash_after_seq: int
+) -> tuple[int, int, int]:
+    """Recompute the hashes after rehash_after_seq and every block; returns (transfers,
+    sealed through seq, unsealed)."""
+    blocks = journal.all_blocks(conn)
+    violations += chain_violations(blocks)
+    sealed_through = blocks[-1].last_seq if blocks else 0
 
     per_block: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
     block_of = _block_locator(blocks)

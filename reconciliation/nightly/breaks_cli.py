@@ -100,6 +100,10 @@ def _row_dict(row: Any, today: dt.date) -> dict[str, Any]:
     }
 
 
+def _break_row(conn: Connection, break_id: uuid.UUID) -> Any:
+    return conn.execute(sa.select(recon_breaks).where(recon_breaks.c.id == break_id)).first()
+
+
 def _today() -> dt.date:
     return dt.date.fromisoformat(business_date(now_us()))
 
@@ -155,7 +159,7 @@ def show(ctx: click.Context, break_id: uuid.UUID) -> None:
     """One break and its whole history, as JSON."""
 
     def read(conn: Connection) -> tuple[Any, list[Any]]:
-        row = conn.execute(sa.select(recon_breaks).where(recon_breaks.c.id == break_id)).first()
+        row = _break_row(conn, break_id)
         events = conn.execute(
             sa.select(recon_break_events)
             .where(recon_break_events.c.break_id == break_id)
@@ -222,10 +226,7 @@ def resolve(
 
     The next night closes it once its subject agrees; a finance officer may close it sooner."""
     engine = _engine(ctx)
-    row = run_read(
-        engine,
-        lambda c: c.execute(sa.select(recon_breaks).where(recon_breaks.c.id == break_id)).first(),
-    )
+    row = run_read(engine, lambda conn: _break_row(conn, break_id))
     if row is None:
         _refuse("break_not_found", str(break_id))
     fix = Transfer.simple(

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ledger import journal
@@ -32,7 +31,7 @@ from ledger.db import run_read
 from ledger.queries import Balances
 
 # The checks of ledger.verify that already return only the rows that break them are reused
-# as they are (private there: ledger.verify has no public per-check entry points).
+# as they are (most are private there: ledger.verify has few public per-check entry points).
 from ledger.verify import (
     Check,
     Report,
@@ -40,6 +39,7 @@ from ledger.verify import (
     _guards,
     _pending_resolutions,
     _unique_ids,
+    chain_violations,
     verify,
 )
 
@@ -169,7 +169,7 @@ def _prove_postgresql(engine: Engine, mark: int) -> Report:
         snapshot = str(conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one())
         if not _SNAPSHOT_ID.match(snapshot):
             raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
-        blocks = _blocks(conn)
+        blocks = journal.all_blocks(conn)
         horizon = int(
             conn.exec_driver_sql("SELECT coalesce(max(seq), 0) FROM transfers").scalar_one()
         )
@@ -191,7 +191,7 @@ def _prove_postgresql(engine: Engine, mark: int) -> Report:
         violations += _unique_ids(conn)
         violations += _pending_resolutions(conn)
         violations += _guards(conn)
-        violations += _chain(blocks)
+        violations += chain_violations(blocks)
         for seq in sorted(mismatched):
             violations.append(Violation(Check.CONTENT_HASH_MISMATCH, f"transfer seq {seq}"))
         for block in blocks:
@@ -219,42 +219,6 @@ def _prove_postgresql(engine: Engine, mark: int) -> Report:
 
 def _ordered(found: list[Violation], *checks: Check) -> list[Violation]:
     return sorted((v for v in found if v.check in checks), key=lambda v: (v.check, v.detail))
-
-
-def _blocks(conn: sa.Connection) -> list[journal.Block]:
-    rows = conn.exec_driver_sql(
-        "SELECT block_no, first_seq, last_seq, transfer_count, transfers_root, prev_hash,"
-        " block_hash, sealed_at_us FROM journal_blocks ORDER BY block_no"
-    ).all()
-    return [
-        journal.Block(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5]), bytes(r[6]), r[7])
-        for r in rows
-    ]
-
-
-def _chain(blocks: list[journal.Block]) -> list[Violation]:
-    """Each block's hash and its link to the one before (as ledger.verify checks them)."""
-    violations = []
-    prev_hash, prev_last, prev_no = journal.GENESIS_HASH, 0, 0
-    for block in blocks:
-        expected = journal.block_hash(
-            block_no=block.block_no,
-            first_seq=block.first_seq,
-            last_seq=block.last_seq,
-            transfer_count=block.transfer_count,
-            root=block.transfers_root,
-            prev_hash=block.prev_hash,
-            sealed_at_us=block.sealed_at_us,
-        )
-        if (
-            block.prev_hash != prev_hash
-            or block.block_hash != expected
-            or block.block_no != prev_no + 1
-            or block.first_seq != prev_last + 1
-        ):
-            violations.append(Violation(Check.BLOCK_CHAIN_BROKEN, f"block {block.block_no}"))
-        prev_hash, prev_last, prev_no = block.block_hash, block.last_seq, block.block_no
-    return violations
 
 
 def _queue_journal(
