@@ -114,6 +114,8 @@ def read_camt053(path: Path) -> list[StatementEntry]:
         raise InputError(InputErrorCode.XML_FORBIDDEN, path, type(exc).__name__) from None
     except ParseError as exc:
         raise InputError(InputErrorCode.XML_MALFORMED, path, str(exc)[:80]) from None
+    except LookupError as exc:  # the XML declaration names an encoding Python lacks
+        raise InputError(InputErrorCode.XML_MALFORMED, path, str(exc)[:80]) from None
     root = tree.getroot()
     match = CAMT_NAMESPACE.match(root.tag)
     if match is None:

@@ -118,6 +118,17 @@ def test_camt053_statements_parse_or_fail_with_a_code(raw: bytes) -> None:
         assert isinstance(entry.amount, int) and 0 <= entry.amount < 10**15  # type: ignore[attr-defined]
 
 
+def test_an_unknown_xml_encoding_is_malformed_input(tmp_path: Path) -> None:
+    """Found by the fuzz test above: an encoding Python does not know is refused with a
+    code, not a LookupError."""
+    path = tmp_path / "statement.xml"
+    path.write_bytes(camt().encode().replace(b'encoding="UTF-8"', b'encoding="U-F-8"', 1))
+    assert b"U-F-8" in path.read_bytes()
+    with pytest.raises(InputError) as refused:
+        read_camt053(path)
+    assert refused.value.code is InputErrorCode.XML_MALFORMED
+
+
 @pytest.mark.parametrize(
     "amount",
     ["1e999999999", "1E+18", "١٥٠٠٠٠", "1_000", "+5", "-5", "5.", ".5", "10.50", "1e3", "NaN"],
