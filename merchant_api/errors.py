@@ -71,6 +71,10 @@ class ErrorCode(StrEnum):
     REFUND_NOT_ALLOWED = "refund_not_allowed"
     # Settlements.
     BUSINESS_DAY_NOT_CLOSED = "business_day_not_closed"
+    # Webhook endpoints (merchant_api.webhook_guard).
+    WEBHOOK_URL_SCHEME_NOT_ALLOWED = "webhook_url_scheme_not_allowed"
+    WEBHOOK_URL_CREDENTIALS_NOT_ALLOWED = "webhook_url_credentials_not_allowed"
+    WEBHOOK_URL_NOT_PUBLIC = "webhook_url_not_public"
 
 
 Code = ErrorCode | ResultCode | AccountResultCode
