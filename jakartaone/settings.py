@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     - log_level: the API's structured logs (DEBUG, INFO, WARNING, ERROR; any case).
     - api_idempotency_lease_seconds: how long a request holds its Idempotency-Key; a retry
       of a request whose server died waits at most this long (1 to 3600).
+    - webhook_allow_private_networks: JAKARTAONE_WEBHOOK_ALLOW_PRIVATE_NETWORKS, default
+      false. False refuses webhook URLs that are not https or whose host is, or resolves
+      to, an address off the public internet (loopback, private, link-local, cloud
+      metadata), at registration and again at each delivery (docs/api.md, "Webhooks").
+      True admits them, and plain http with them, for receivers on this machine: the
+      tests' receivers set it. Never true in production: a merchant could then aim the
+      back office at its own internal services.
     - clock_offset_seconds: JAKARTAONE_CLOCK_OFFSET_SECONDS, default 0. The API's business
       clock runs this far off the machine's; only `jakartaone demo` sets it, to replay a
       past business day. Production leaves it at 0.
@@ -71,6 +78,7 @@ class Settings(BaseSettings):
     api_key_cache_seconds: Annotated[float, Field(ge=0, le=60, allow_inf_nan=False)] = 1.0
     api_idempotency_lease_seconds: int = Field(default=15, ge=1, le=3600)
     clock_offset_seconds: int = 0
+    webhook_allow_private_networks: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("log_level", mode="before")

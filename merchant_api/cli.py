@@ -74,6 +74,7 @@ def context_from_settings(settings: Settings) -> ApiContext:
             api_key_cache_s=settings.api_key_cache_seconds,
             idempotency_lease_s=settings.api_idempotency_lease_seconds,
         ),
+        webhook_allow_private_networks=settings.webhook_allow_private_networks,
     )
 
 

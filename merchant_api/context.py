@@ -39,6 +39,10 @@ class Limits:
 
 @dataclass(slots=True)
 class ApiContext:
+    """`webhook_allow_private_networks` lifts the webhook guard's address and https rules
+    (merchant_api.webhook_guard) for receivers on this machine or a private network: tests
+    and local set-ups only. False, the production default, refuses them."""
+
     engine: Engine
     ledger: Ledger
     secrets: ApiSecrets
@@ -46,6 +50,7 @@ class ApiContext:
     limits: Limits = field(default_factory=Limits)
     webhook_timeout_s: float = 5.0
     webhook_backoff_s: float = 30.0
+    webhook_allow_private_networks: bool = False
     run_background: bool = True
     certificates: CertificateVerifier = field(init=False)
 

@@ -20,6 +20,17 @@ from merchant_api.schemas.webhooks import (
 )
 from merchant_api.services import webhooks
 
+# The OpenAPI description of the routes that take a URL (docs/api.md, "Webhooks").
+_URL_RULES = (
+    "The URL must be https, carry no user name or password, and name a host that is, or"
+    " resolves only to, addresses on the public internet. Refusals are 422 with `code`"
+    " `webhook_url_scheme_not_allowed` (not https), `webhook_url_credentials_not_allowed`"
+    " (user:password@ in the URL) or `webhook_url_not_public` (loopback, private, link-local"
+    " including 169.254.169.254, shared 100.64.0.0/10, multicast, reserved or unspecified"
+    " addresses, and their IPv6 equivalents). The same check runs again at every delivery,"
+    " which connects only to the address it checked and never follows redirects."
+)
+
 
 class WebhookEndpointController(Controller):
     path = "/v1/webhook-endpoints"
@@ -32,6 +43,7 @@ class WebhookEndpointController(Controller):
         responses=problems(404, 409, 422),
         sync_to_thread=True,
         summary="Register an endpoint; its signing secret is shown once",
+        description=_URL_RULES,
     )
     def create(
         self,
@@ -78,6 +90,8 @@ class WebhookEndpointController(Controller):
         responses=problems(404, 409, 422),
         status_code=200,
         sync_to_thread=True,
+        summary="Change an endpoint's URL, events or status",
+        description=_URL_RULES,
     )
     def update(
         self,

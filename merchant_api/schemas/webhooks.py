@@ -21,7 +21,17 @@ EventType = Literal[
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 
-Url = Annotated[str, msgspec.Meta(min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$")]
+# Any absolute URL passes the schema, so that a wrong scheme gets its own code from the
+# guard (merchant_api.webhook_guard), which decides everything else about where it points.
+Url = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=8,
+        max_length=2048,
+        pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://[^\s]+$",
+        description="An https URL whose host is, and resolves only to, public addresses",
+    ),
+]
 
 
 class WebhookEndpointCreate(RequestBody):

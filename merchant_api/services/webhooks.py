@@ -13,6 +13,13 @@ Guarantees:
   second `v1=` made with it follows. Receivers reject a `t` outside their tolerance window
   (5 minutes recommended) and compare in constant time (docs/api.md, "Webhooks").
 - Signing secrets are shown once, stored sealed (AES-GCM), never logged.
+- Requests go only where `merchant_api.webhook_guard` allows: an endpoint's URL is checked
+  when it is registered or changed, and again at every attempt, which connects to the
+  address that check resolved. Redirects are never followed: a 3xx is a failed attempt.
+  A refused attempt is recorded on its delivery (`last_error` = the refusal's code, no
+  status code): refused by the URL's text alone (scheme, credentials, a literal address)
+  the delivery fails at once, since no retry could succeed; refused by what the name
+  resolves to now, or unresolvable, it is retried like any failed attempt.
 """
 
 from __future__ import annotations
@@ -49,6 +56,12 @@ from merchant_api.schemas.webhooks import (
     WebhookEndpoint,
     WebhookEndpointCreate,
     WebhookEndpointUpdate,
+)
+from merchant_api.webhook_guard import (
+    Target,
+    WebhookUrlError,
+    check_registration,
+    delivery_target,
 )
 from merchant_api.wib import now_us, to_datetime
 
@@ -215,9 +228,24 @@ def endpoint_out(row: Any, secret: str | None = None) -> WebhookEndpoint:
     )
 
 
+def _check_url(ctx: ApiContext, url: str) -> None:
+    try:
+        check_registration(url, ctx.webhook_allow_private_networks)
+    except WebhookUrlError as refused:
+        if refused.code == ErrorCode.REQUEST_INVALID:
+            raise ApiError(
+                400,
+                refused.code,
+                refused.detail,
+                errors=[{"field": "url", "message": refused.detail}],
+            ) from None
+        raise ApiError(422, refused.code, refused.detail) from None
+
+
 def create_endpoint(
     ctx: ApiContext, principal: Principal, idempotency_key: str, data: WebhookEndpointCreate
 ) -> WebhookEndpoint:
+    _check_url(ctx, data.url)
     merchant_id = principal.owner or data.merchant_id
     if merchant_id is None:
         raise ApiError(422, ErrorCode.REQUEST_INVALID, "issuer-admin keys must name merchant_id")
@@ -284,6 +312,7 @@ def update_endpoint(
 ) -> WebhookEndpoint:
     changes: dict[str, Any] = {}
     if data.url is not None:
+        _check_url(ctx, data.url)
         changes["url"] = data.url
     if data.events is not None:
         changes["events"] = json.dumps(sorted(set(data.events)))
@@ -379,32 +408,33 @@ def _attempt(ctx: ApiContext, client: httpx.Client, delivery: Any) -> None:
         return event, endpoint
 
     event, endpoint = run_read(ctx.engine, load)
-    body = _event_body(event)
-    keys = [ctx.secrets.unseal(_SEALING_PURPOSE, endpoint.secret_sealed).decode()]
-    if (
-        endpoint.previous_secret_sealed is not None
-        and (endpoint.previous_secret_expires_us or 0) > now_us()
-    ):
-        keys.append(ctx.secrets.unseal(_SEALING_PURPOSE, endpoint.previous_secret_sealed).decode())
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "JakartaOne-Webhooks/1",
-        EVENT_ID_HEADER: str(event.id),
-        SIGNATURE_HEADER: signature_header(body, keys, int(time.time())),
-    }
     status_code: int | None = None
     error: str | None = None
+    refusal: WebhookUrlError | None = None
     try:
-        response = client.post(endpoint.url, content=body, headers=headers)
-        status_code = response.status_code
-    except httpx.HTTPError as exc:
-        error = type(exc).__name__
+        target = delivery_target(endpoint.url, ctx.webhook_allow_private_networks)
+    except WebhookUrlError as refused:
+        # The endpoint id, never the URL: merchants put tokens in query strings.
+        log.warning(
+            "webhook delivery refused",
+            extra={"fields": {"endpoint_id": str(endpoint.id), "code": refused.code}},
+        )
+        refusal, error = refused, refused.code
+    else:
+        try:
+            status_code = _post(ctx, client, target, event, endpoint).status_code
+        except httpx.HTTPError as exc:
+            error = type(exc).__name__
     attempts = delivery.attempts + 1
     delivered = status_code is not None and 200 <= status_code < 300
-    WEBHOOKS.labels("delivered" if delivered else "failed").inc()
+    WEBHOOKS.labels("delivered" if delivered else "refused" if refusal else "failed").inc()
     if delivered:
         values: dict[str, Any] = {"status": "delivered", "delivered_us": now_us()}
-    elif attempts >= MAX_ATTEMPTS or endpoint.status != "enabled":
+    elif (
+        (refusal is not None and refusal.permanent)
+        or attempts >= MAX_ATTEMPTS
+        or endpoint.status != "enabled"
+    ):
         values = {"status": "failed"}
     else:
         next_at = now_us() + int(backoff_s(attempts, ctx.webhook_backoff_s) * 1_000_000)
@@ -413,4 +443,36 @@ def _attempt(ctx: ApiContext, client: httpx.Client, delivery: Any) -> None:
     run_write(
         ctx.engine,
         lambda conn: conn.execute(sa.update(d).where(d.c.seq == delivery.seq).values(**values)),
+    )
+
+
+def _post(
+    ctx: ApiContext, client: httpx.Client, target: Target, event: Any, endpoint: Any
+) -> httpx.Response:
+    """POST the signed event to the checked address. The Host header and the TLS server
+    name stay the endpoint's own name. `Connection: close`, because the client's pool
+    knows a connection by address only: a kept-alive connection whose TLS certificate was
+    checked for one merchant's name must never carry a request for another name at the
+    same address."""
+    body = _event_body(event)
+    keys = [ctx.secrets.unseal(_SEALING_PURPOSE, endpoint.secret_sealed).decode()]
+    if (
+        endpoint.previous_secret_sealed is not None
+        and (endpoint.previous_secret_expires_us or 0) > now_us()
+    ):
+        keys.append(ctx.secrets.unseal(_SEALING_PURPOSE, endpoint.previous_secret_sealed).decode())
+    headers = {
+        "Host": target.host_header,
+        "Connection": "close",
+        "Content-Type": "application/json",
+        "User-Agent": "JakartaOne-Webhooks/1",
+        EVENT_ID_HEADER: str(event.id),
+        SIGNATURE_HEADER: signature_header(body, keys, int(time.time())),
+    }
+    return client.post(
+        target.url,
+        content=body,
+        headers=headers,
+        extensions={"sni_hostname": target.server_name},
+        follow_redirects=False,  # whatever the caller's client was built with
     )

@@ -35,6 +35,8 @@ def make_context(engine: Engine, **limits: Any) -> ApiContext:
         card_keys=TEST_CARD_KEYS,
         limits=Limits(**limits),
         run_background=False,
+        # The tests' webhook receivers listen on 127.0.0.1 (production refuses it).
+        webhook_allow_private_networks=True,
     )
 
 
