@@ -90,6 +90,14 @@ def test_registration_refuses_each_kind_of_url(guarded: Caller, url: str, code: 
     assert guarded.ok(guarded.get("/v1/webhook-endpoints"))["data"] == []
 
 
+def test_a_url_the_client_cannot_read_is_request_invalid_naming_url(guarded: Caller) -> None:
+    for url in ("https:///hooks", "https://[::1/hooks"):
+        answer = guarded.post("/v1/webhook-endpoints", {"url": url, "events": ["*"]})
+        assert (answer.status_code, answer.json()["code"]) == (400, "request_invalid"), url
+        assert [error["field"] for error in answer.json()["errors"]] == ["url"]
+    assert guarded.ok(guarded.get("/v1/webhook-endpoints"))["data"] == []
+
+
 def test_public_and_not_yet_resolvable_hosts_are_accepted(guarded: Caller) -> None:
     for url in ("https://8.8.8.8/hooks", "https://[2606:4700::1111]/h", "https://toko.invalid/h"):
         made = guarded.post("/v1/webhook-endpoints", {"url": url, "events": ["*"]})
