@@ -1,0 +1,155 @@
+"""One-dimensional PostgreSQL arrays in the binary wire format, built in one pass.
+
+The ledger sends each batch as one array per column (`ledger.store`). psycopg adapts a
+Python list by inspecting it first (its dimensions, an element to choose a dumper for,
+whether any is None) and then dumps it element by element through that dumper: about
+twice the client CPU of building the bytes directly, and most of a single hot commit's
+client time, which sends 36 small arrays. Here each column says its element type, so
+the array's bytes are joined straight away.
+
+Wire format (PostgreSQL's `array_send`): number of dimensions, a has-nulls flag and the
+element type's OID, then per dimension its length and lower bound (1), then each element
+as its byte length (-1 for NULL) and its binary value.
+
+Guarantees: `column(kind, values)` is sent as exactly the `kind[]` PostgreSQL reads back
+as `values`, in order, None as NULL; an empty column is the empty array.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+
+# Element type OIDs and the matching array OIDs (pg_type; fixed since PostgreSQL 8).
+_OIDS = {
+    "uuid": (2950, 2951),
+    "int2": (21, 1005),
+    "int8": (20, 1016),
+    "text": (25, 1009),
+    "bytea": (17, 1001),
+}
+
+_HEADER = struct.Struct(">iiiii")
+_EMPTY = struct.Struct(">iii")
+_NULL = struct.pack(">i", -1)
+_LENGTH = struct.Struct(">i")
+_UUID_LENGTH = _LENGTH.pack(16)
+# An int2 or int8 element: its length and its value in one pack.
+_INT2 = struct.Struct(">ih")
+_INT8 = struct.Struct(">iq")
+
+
+def _uuids(values: Sequence[Any]) -> bytes:
+    return b"".join([_NULL if v is None else _UUID_LENGTH + v.bytes for v in values])
+
+
+def _int2s(values: Sequence[Any]) -> bytes:
+    pack = _INT2.pack
+    return b"".join([_NULL if v is None else pack(2, v) for v in values])
+
+
+def _int8s(values: Sequence[Any]) -> bytes:
+    pack = _INT8.pack
+    return b"".join([_NULL if v is None else pack(8, v) for v in values])
+
+
+def _texts(values: Sequence[Any]) -> bytes:
+    return _raw([None if v is None else v.encode() for v in values])
+
+
+def _raw(values: Sequence[Any]) -> bytes:
+    length = _LENGTH.pack
+    return b"".join([_NULL if v is None else length(len(v)) + bytes(v) for v in values])
+
+
+_ELEMENTS: dict[str, Callable[[Sequence[Any]], bytes]] = {
+    "uuid": _uuids,
+    "int2": _int2s,
+    "int8": _int8s,
+    "text": _texts,
+    "bytea": _raw,
+}
+
+
+class Column:
+    """A column of values of one PostgreSQL type, sent as that type's array."""
+
+    __slots__ = ("kind", "values")
+
+    def __init__(self, kind: str, values: Sequence[Any]) -> None:
+        self.kind = kind
+        self.values = values
+
+    def encode(self) -> bytes:
+        element_oid, _ = _OIDS[self.kind]
+        if not self.values:
+            return _EMPTY.pack(0, 0, element_oid)
+        has_nulls = any(v is None for v in self.values)
+        header = _HEADER.pack(1, has_nulls, element_oid, len(self.values), 1)
+        return header + _ELEMENTS[self.kind](self.values)
+
+
+def _dumper(kind: str) -> type[Dumper]:
+    class ArrayDumper(Dumper):
+        format = Format.BINARY
+        oid = _OIDS[kind][1]
+
+        def dump(self, obj: Any) -> bytes:
+            encoded: bytes = obj.encode()
+            return encoded
+
+    return ArrayDumper
+
+
+class _UuidColumn(Column):
+    __slots__ = ()
+
+
+class _Int2Column(Column):
+    __slots__ = ()
+
+
+class _Int8Column(Column):
+    __slots__ = ()
+
+
+class _TextColumn(Column):
+    __slots__ = ()
+
+
+class _ByteaColumn(Column):
+    __slots__ = ()
+
+
+# One class per type: psycopg picks a dumper by the parameter's class, and the dumper
+# fixes the OID the server reads the parameter as.
+_CLASSES: dict[str, type[Column]] = {
+    "uuid": _UuidColumn,
+    "int2": _Int2Column,
+    "int8": _Int8Column,
+    "text": _TextColumn,
+    "bytea": _ByteaColumn,
+}
+for _kind, _class in _CLASSES.items():
+    psycopg.adapters.register_dumper(_class, _dumper(_kind))
+
+
+def column(kind: str, values: Sequence[Any]) -> Column:
+    """`values` to be sent as a `kind[]` parameter (`%b`): uuid, int2, int8, text, bytea."""
+    if kind not in _CLASSES:
+        raise ValueError(f"no binary array encoding for {kind!r}")
+    return _CLASSES[kind](kind, values)
+
+
+def columns(kinds: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Column]:
+    """Rows of len(kinds) values as one typed column each."""
+    if not rows:
+        return [column(kind, ()) for kind in kinds]
+    return [
+        column(kind, values) for kind, values in zip(kinds, zip(*rows, strict=True), strict=True)
+    ]
