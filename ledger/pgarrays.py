@@ -59,7 +59,20 @@ def _int8s(values: Sequence[Any]) -> bytes:
 
 
 def _texts(values: Sequence[Any]) -> bytes:
-    return _raw([None if v is None else v.encode() for v in values])
+    # Text columns repeat a few values (currency, kind, phase): each is encoded once.
+    length = _LENGTH.pack
+    encoded: dict[str, bytes] = {}
+    parts = []
+    for v in values:
+        if v is None:
+            parts.append(_NULL)
+            continue
+        element = encoded.get(v)
+        if element is None:
+            raw = v.encode()
+            element = encoded[v] = length(len(raw)) + raw
+        parts.append(element)
+    return b"".join(parts)
 
 
 def _raw(values: Sequence[Any]) -> bytes:
