@@ -28,7 +28,9 @@ from psycopg.pq import Format
 # Element type OIDs and the matching array OIDs (pg_type; fixed since PostgreSQL 8).
 _OIDS = {
     "uuid": (2950, 2951),
+    "bool": (16, 1000),
     "int2": (21, 1005),
+    "int4": (23, 1007),
     "int8": (20, 1016),
     "text": (25, 1009),
     "bytea": (17, 1001),
@@ -40,7 +42,9 @@ _NULL = struct.pack(">i", -1)
 _LENGTH = struct.Struct(">i")
 _UUID_LENGTH = _LENGTH.pack(16)
 # An int2 or int8 element: its length and its value in one pack.
+_BOOL = struct.Struct(">i?")
 _INT2 = struct.Struct(">ih")
+_INT4 = struct.Struct(">ii")
 _INT8 = struct.Struct(">iq")
 
 
@@ -51,6 +55,16 @@ def _uuids(values: Sequence[Any]) -> bytes:
 def _int2s(values: Sequence[Any]) -> bytes:
     pack = _INT2.pack
     return b"".join([_NULL if v is None else pack(2, v) for v in values])
+
+
+def _bools(values: Sequence[Any]) -> bytes:
+    pack = _BOOL.pack
+    return b"".join([_NULL if v is None else pack(1, v) for v in values])
+
+
+def _int4s(values: Sequence[Any]) -> bytes:
+    pack = _INT4.pack
+    return b"".join([_NULL if v is None else pack(4, v) for v in values])
 
 
 def _int8s(values: Sequence[Any]) -> bytes:
@@ -82,7 +96,9 @@ def _raw(values: Sequence[Any]) -> bytes:
 
 _ELEMENTS: dict[str, Callable[[Sequence[Any]], bytes]] = {
     "uuid": _uuids,
+    "bool": _bools,
     "int2": _int2s,
+    "int4": _int4s,
     "int8": _int8s,
     "text": _texts,
     "bytea": _raw,
@@ -119,41 +135,17 @@ def _dumper(kind: str) -> type[Dumper]:
     return ArrayDumper
 
 
-class _UuidColumn(Column):
-    __slots__ = ()
-
-
-class _Int2Column(Column):
-    __slots__ = ()
-
-
-class _Int8Column(Column):
-    __slots__ = ()
-
-
-class _TextColumn(Column):
-    __slots__ = ()
-
-
-class _ByteaColumn(Column):
-    __slots__ = ()
-
-
 # One class per type: psycopg picks a dumper by the parameter's class, and the dumper
 # fixes the OID the server reads the parameter as.
 _CLASSES: dict[str, type[Column]] = {
-    "uuid": _UuidColumn,
-    "int2": _Int2Column,
-    "int8": _Int8Column,
-    "text": _TextColumn,
-    "bytea": _ByteaColumn,
+    kind: type(f"{kind.title()}Column", (Column,), {"__slots__": ()}) for kind in _OIDS
 }
 for _kind, _class in _CLASSES.items():
     psycopg.adapters.register_dumper(_class, _dumper(_kind))
 
 
 def column(kind: str, values: Sequence[Any]) -> Column:
-    """`values` to be sent as a `kind[]` parameter (`%b`): uuid, int2, int8, text, bytea."""
+    """`values` to be sent as a `kind[]` parameter: uuid, bool, int2, int4, int8, text, bytea."""
     if kind not in _CLASSES:
         raise ValueError(f"no binary array encoding for {kind!r}")
     return _CLASSES[kind](kind, values)

@@ -1,9 +1,10 @@
 """Inserting many rows of one table in one statement.
 
-On PostgreSQL the rows travel as one array per column and one `INSERT ... SELECT FROM
-unnest(...)` writes them all: one statement for the database to run, and one statement
-text (so one prepared plan) whatever the number of rows. `executemany` would send and run
-an INSERT per row. SQLite gets `executemany` (in-process, nothing to save).
+On PostgreSQL the rows travel as one array per column (in the binary wire format,
+`ledger.pgarrays`) and one `INSERT ... SELECT FROM unnest(...)` writes them all: one
+statement for the database to run, and one statement text (so one prepared plan)
+whatever the number of rows. `executemany` would send and run an INSERT per row. SQLite
+gets `executemany` (in-process, nothing to save).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from ledger.db import is_sqlite
+from ledger.pgarrays import column
 
 
 def insert_rows(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
@@ -27,8 +29,29 @@ def insert_rows(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -
         return
     names = tuple(rows[0])
     conn.execute(
-        _unnest_insert(table, names), {name: [row[name] for row in rows] for name in names}
+        _unnest_insert(table, names),
+        {name: column(_element(table.c[name].type), [row[name] for row in rows]) for name in names},
     )
+
+
+def _element(column_type: sa.types.TypeEngine[Any]) -> str:
+    """The array element type a column's values are sent as (the INSERT casts them)."""
+    for sql_type, kind in _ELEMENTS:
+        if isinstance(column_type, sql_type):
+            return kind
+    raise TypeError(f"no array element type for {column_type!r}")
+
+
+# Subclasses before their bases (BigInteger and SmallInteger are Integers, Text a String).
+_ELEMENTS: tuple[tuple[type[sa.types.TypeEngine[Any]], str], ...] = (
+    (sa.Uuid, "uuid"),
+    (sa.BigInteger, "int8"),
+    (sa.SmallInteger, "int2"),
+    (sa.Integer, "int4"),
+    (sa.Boolean, "bool"),
+    (sa.String, "text"),
+    (sa.LargeBinary, "bytea"),
+)
 
 
 @cache

@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ledger import run_write
 from ledger.db import is_sqlite
+from ledger.pgarrays import column, columns
 from merchant_api import schema
 from merchant_api.errors import ApiError, ErrorCode
 from merchant_api.wib import now_us
@@ -145,10 +146,10 @@ def claim_in(
             conn.execute(
                 _CLAIM_POSTGRESQL,
                 {
-                    "key_ids": [r.api_key_id for r, _ in in_order],
-                    "keys": [r.key for r, _ in in_order],
-                    "digests": [r.digest for r, _ in in_order],
-                    "claims": [claim for _, claim in in_order],
+                    "key_ids": column("uuid", [r.api_key_id for r, _ in in_order]),
+                    "keys": column("text", [r.key for r, _ in in_order]),
+                    "digests": column("bytea", [r.digest for r, _ in in_order]),
+                    "claims": column("uuid", [claim for _, claim in in_order]),
                     "until": until,
                     "now": now,
                 },
@@ -331,8 +332,8 @@ def complete_in(conn: Connection, done: list[tuple[uuid.UUID, str, uuid.UUID, in
     if not done:
         return
     if not is_sqlite(conn):
-        key_ids, keys, claims, statuses, bodies = (
-            list(column) for column in zip(*done, strict=True)
+        key_ids, keys, claims, statuses, bodies = columns(
+            ("uuid", "text", "uuid", "int4", "bytea"), done
         )
         conn.execute(
             _COMPLETE_POSTGRESQL,

@@ -18,7 +18,9 @@ from tests.conftest import postgres_admin_url
 
 ELEMENTS: dict[str, st.SearchStrategy[Any]] = {
     "uuid": st.uuids(),
+    "bool": st.booleans(),
     "int2": st.integers(-(2**15), 2**15 - 1),
+    "int4": st.integers(-(2**31), 2**31 - 1),
     "int8": st.integers(-(2**63), 2**63 - 1),
     "text": st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00")),
     "bytea": st.binary(max_size=64),
