@@ -399,7 +399,7 @@ def _load_awaiting_certificate(
 
 
 def _is_credit_for(load: Any, cert: Certificate) -> bool:
-    return load.card_counter + 1 == cert.counter and load.amount == cert.amount
+    return bool(load.card_counter + 1 == cert.counter and load.amount == cert.amount)
 
 
 def _settle_loads(
