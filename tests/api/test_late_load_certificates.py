@@ -5,11 +5,16 @@ the evidence voided stays quarantined."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy.engine import Engine
 
 from card_reader.certificate import Certificate
 from ledger import run_read
@@ -19,11 +24,13 @@ from merchant_api import schema
 from merchant_api.context import ApiContext
 from merchant_api.services.certificates import load_post_id, transaction_id
 from merchant_api.services.loads import resolve_load
+from merchant_api.wib import business_date, now_us
 from tests.api.cards import SimulatedCard
 from tests.api.conftest import World
 from tests.api.test_gate_batches import upload
 from tests.api.test_loads_and_refunds import card_state, start_load
 from tests.conftest import both_backends
+from tests.reconciliation import world as crafted
 
 
 @dataclass
@@ -245,3 +252,71 @@ def test_a_credit_for_a_load_the_nightly_job_voided_has_no_load(
     assert (answer.status_code, answer.json()["code"]) == (422, "credit_without_load")
     assert quarantined(ctx) == [("credit_without_load", 1)]
     assert counters(world, card_id) == []
+
+
+@both_backends
+def test_whatever_order_a_loads_certificates_arrive_in_the_load_posts_once(
+    fresh_engines: Callable[[], Engine], database_url: str
+) -> None:
+    """The card takes a load (credit at counter 1), then pays 1 to 4 times. Its
+    certificates reach the back office in any order, in any grouping (each group one
+    batch), some sent twice: every certificate is recorded once (posted the first time, a
+    duplicate after), the load is posted exactly once and names its credit, nothing is
+    quarantined, and the purse equals the card's balance."""
+    day = dt.date.fromisoformat(business_date(now_us())) - dt.timedelta(days=3)
+
+    @settings(
+        max_examples=20 if database_url.startswith("postgresql") else 40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(data=st.data())
+    def arrivals(data: st.DataObject) -> None:
+        engine = fresh_engines()
+        try:
+            check(engine, data)
+        finally:
+            engine.dispose()
+
+    def check(engine: Engine, data: st.DataObject) -> None:
+        world = crafted.World(engine, day)
+        world.terminal(world.merchant("Warung Sari"), "POS-1")
+        card = world.card(10_000)
+        load_id = world.pending_load(card, 20_000)
+        certs = [card.credit(20_000, "POS-1", 1, world.seconds)]
+        for seq in range(2, 2 + data.draw(st.integers(1, 4), label="debits")):
+            amount = data.draw(st.integers(1, 3_000), label="amount")
+            certs.append(card.debit(amount, "POS-1", seq, world.seconds))
+        order = data.draw(st.permutations(certs), label="order")
+        retries = data.draw(st.lists(st.sampled_from(certs), max_size=3), label="retries")
+        sent = [*order, *retries]
+        seen: set[int] = set()
+        while sent:
+            size = data.draw(st.integers(1, len(sent)), label="batch size")
+            group, sent = sent[:size], sent[size:]
+            wanted = []
+            for cert in group:
+                wanted.append("duplicate" if cert.counter in seen else "posted")
+                seen.add(cert.counter)
+            source = data.draw(st.sampled_from(["api", "gate_batch"]), label="source")
+            assert world.submit(*group, source=source) == wanted
+
+        with engine.connect() as conn:
+            load = conn.execute(sa.select(schema.loads).where(schema.loads.c.id == load_id)).one()
+            recorded = conn.execute(
+                sa.select(schema.card_transactions.c.card_counter).where(
+                    schema.card_transactions.c.card_id == card.id
+                )
+            ).scalars()
+            kept = conn.execute(sa.select(sa.func.count()).select_from(schema.quarantine))
+            assert kept.scalar_one() == 0
+            assert sorted(recorded) == [c.counter for c in certs]
+        assert load.status == "posted"
+        assert load.card_transaction_id == transaction_id(card.id, 1)
+        moved = world.ledger.transfers(account_id=card.purse, limit=100)
+        assert [t.id for t in moved if t.pending_id == load_id] == [load_post_id(load_id)]
+        purse = world.ledger.get_account(card.purse)
+        assert purse is not None and purse.balance == card.balance
+        assert run_read(engine, verify).ok
+
+    arrivals()
