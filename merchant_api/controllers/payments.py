@@ -69,10 +69,12 @@ class CardTransactionController(Controller):
     async def create(
         self, data: JSONBody[CertificateJson], request: Request[Any, Any, Any]
     ) -> Response[bytes]:
-        """The body is the certificate's JSON form (docs/card-protocol.md). 201: posted;
-        200: the same certificate was recorded before; 422: quarantined, `code` says why
-        (`mac_invalid`, `conflicting_duplicate`, `card_blocked`, `terminal_not_owned`,
-        `exceeds_credits`, or the certificate's format reason)."""
+        """The body is the certificate's JSON form (docs/card-protocol.md). 201: posted
+        (a load's credit certificate arriving after card evidence posted the load too:
+        recorded, moving no money); 200: the same certificate was recorded before; 422:
+        quarantined, `code` says why (`mac_invalid`, `conflicting_duplicate`,
+        `card_blocked`, `terminal_not_owned`, `exceeds_credits`, `credit_without_load`, or
+        the certificate's format reason)."""
         state = request.scope["state"]
         wanted = state.get(IDEMPOTENCY_REQUEST)
         job = Job(principal_from(request), certificates.parse(ctx_from(request), data), wanted)
@@ -194,6 +196,10 @@ class LoadController(Controller):
     def confirm(
         self, load_id: FromPath[uuid.UUID], data: JSONBody[LoadConfirm], ctx: Ctx, principal: Caller
     ) -> Load:
+        """200 with the load: posted by its credit certificate, or, for a load card evidence
+        posted already, its certificate recorded now (nothing moves); again 200 for the same
+        certificate. 409 `load_not_pending` for any other certificate of a settled load;
+        422 for one that does not confirm this load. Every refused one is quarantined."""
         return loads.confirm_load(ctx, principal, load_id, data)
 
     @get(

@@ -190,6 +190,10 @@ class LoadConfirm(RequestBody):
 
 
 class Load(msgspec.Struct, kw_only=True):
+    """A load. `resolution`: `confirmed` (its credit certificate), `card_evidence` (the
+    card's later certificates), `nightly`. `card_transaction_id`: its own credit
+    certificate, once recorded, even when it came after card evidence posted the load."""
+
     id: uuid.UUID
     object: Literal["load"] = "load"
     card_id: uuid.UUID

@@ -23,6 +23,15 @@ Guarantees:
   proves the card holds value the ledger does not know yet, and the load is posted first,
   then the certificate. Otherwise the load stays pending for the nightly job; it is never
   voided while the card may hold the value.
+- A load's own credit certificate arriving after the load was posted without it (by card
+  evidence, its confirmation lost or its gate offline) is `posted`: recorded as the card
+  transaction it is, so the card's counter chain is complete, linked to the load and to
+  the load's existing post transfer, and the load notes it (`loads.card_transaction_id`).
+  It moves no money: the load's value moved once, when the load was posted, and
+  card_transactions.transfer_id is unique, so no second certificate can claim that post.
+  A credit at the counter of a load voided by card evidence meets the certificate that
+  voided it: `conflicting_duplicate`. A credit for a load voided otherwise, or for no
+  load, is `credit_without_load`.
 
 Concurrency: the cards' rows are locked (in id order) before anything is read, so two
 uploads of the same card are decided one after the other.
@@ -158,6 +167,8 @@ class _Plan:
     transactions: dict[int, dict[str, Any]] = field(default_factory=dict)
     # (load row, new status, resolving transfer id, resolution)
     load_updates: list[tuple[Any, str, uuid.UUID, str]] = field(default_factory=list)
+    # (load id, card transaction id): posted loads whose own credit certificate arrived
+    late_certificates: list[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=list)
 
 
 def accept(
@@ -273,10 +284,17 @@ def accept(
         )
         if cert.kind is TransactionKind.CREDIT:
             load = _matching_load(pending.get(card.id, []), cert)
-            if load is None:
-                decided[index] = Decided("quarantined", CREDIT_WITHOUT_LOAD)
-                continue
-            _settle_loads(plan, pending, card.id, cert, posted_balance, matched=load)
+            if load is not None:
+                _settle_loads(plan, pending, card.id, cert, posted_balance, matched=load)
+            else:
+                load = _load_awaiting_certificate(conn, plan, card.id, cert)
+                if load is None:
+                    decided[index] = Decided("quarantined", CREDIT_WITHOUT_LOAD)
+                    continue
+                plan.late_certificates.append((load.id, tx_id))
+                # Its own load is posted already; about the card's other pending loads it
+                # is evidence like any certificate.
+                _settle_loads(plan, pending, card.id, cert, posted_balance, matched=None)
             row.update(transfer_id=load_post_id(load.id), load_id=load.id)
             plan.transactions[index] = row
             seen[tx_id] = digest
@@ -353,14 +371,35 @@ def _pending_loads(conn: Connection, card_ids: list[uuid.UUID]) -> dict[uuid.UUI
 
 
 def _matching_load(loads: list[Any], cert: Certificate) -> Any:
-    return next(
-        (
-            load
-            for load in loads
-            if load.card_counter + 1 == cert.counter and load.amount == cert.amount
-        ),
-        None,
-    )
+    return next((load for load in loads if _is_credit_for(load, cert)), None)
+
+
+def _load_awaiting_certificate(
+    conn: Connection, plan: _Plan, card_id: uuid.UUID, cert: Certificate
+) -> Any:
+    """The posted load whose own credit certificate `cert` is, arriving after the load was
+    posted without it (module doc): made at the counter before `cert`'s, for its amount,
+    with no card transaction recorded for it yet. Posted earlier in this same call (a
+    batch whose later certificate gave the evidence), or before it."""
+    for load, status, _, _ in plan.load_updates:
+        if status == "posted" and _is_credit_for(load, cert):
+            return load
+    return conn.execute(
+        sa.select(ld)
+        .where(
+            ld.c.card_id == card_id,
+            ld.c.status == "posted",
+            ld.c.card_transaction_id.is_(None),
+            ld.c.card_counter == cert.counter - 1,
+            ld.c.amount == cert.amount,
+        )
+        .order_by(ld.c.seq)
+        .limit(1)
+    ).first()
+
+
+def _is_credit_for(load: Any, cert: Certificate) -> bool:
+    return bool(load.card_counter + 1 == cert.counter and load.amount == cert.amount)
 
 
 def _settle_loads(
@@ -501,6 +540,14 @@ def _write(
                 }
                 for load, status, transfer_id, resolution in plan.load_updates
             ],
+        )
+    if plan.late_certificates:
+        # The load keeps its status and resolution: only its certificate is new.
+        conn.execute(
+            sa.update(ld)
+            .where(ld.c.id == sa.bindparam("load_id"))
+            .values(card_transaction_id=sa.bindparam("card_tx")),
+            [{"load_id": load_id, "card_tx": tx_id} for load_id, tx_id in plan.late_certificates],
         )
     for load, status, _, _ in plan.load_updates:
         if load.card_credit_id is not None:

@@ -15,6 +15,8 @@ Guarantees:
   `load_card_mismatch`, a format reason) is refused with that code and quarantined. A load
   never confirmed is settled by the card's later certificates (merchant_api.services.
   certificates) or by the nightly job, never voided while the card may hold the value.
+  A load posted by card evidence still takes its own credit certificate when it comes: it
+  is recorded (the card's counter chain complete) and answers the load, moving no money.
 - A refund moves value from the merchant's payable to card-credit clearing at once (a
   posted transfer linked to the original), never more in total than the original amount
   (checked under the transaction's row lock, and by a CHECK constraint). The value then
@@ -276,7 +278,11 @@ def confirm_load(
         row = _visible_load(conn, principal, load_id)
         card = lock_cards(conn, [row.card_id])[row.card_id]
         row = conn.execute(sa.select(ld).where(ld.c.id == load_id)).one()
-        if row.status != "pending":
+        refusal = _confirmation_refusal(ctx, card, row, item)
+        # Posted by card evidence, and this is its own credit arriving late (recorded,
+        # moving no money: merchant_api.services.certificates).
+        late = row.status == "posted" and row.card_transaction_id is None and refusal is None
+        if row.status != "pending" and not late:
             if (
                 row.status == "posted"
                 and item.cert is not None
@@ -290,20 +296,13 @@ def confirm_load(
             item.reason = item.reason or ErrorCode.LOAD_NOT_PENDING.value
             certificates.accept(conn, ctx, [item], caller, "load", now_us())
             return row, b"", ErrorCode.LOAD_NOT_PENDING.value
-        if item.reason is None and item.cert is not None:
-            if ctx.secrets.serial_hash(item.cert.card_serial) != bytes(card.serial_hash):
-                item.reason = ErrorCode.LOAD_CARD_MISMATCH.value
-            else:
-                verdict = verify_load_certificate(
-                    item.cert, ctx.card_keys, counter_before=row.card_counter, amount=row.amount
-                )
-                if verdict is not LoadVerification.OK:
-                    item.reason = verdict.value
+        item.reason = refusal
         decided = certificates.accept(conn, ctx, [item], caller, "load", now_us())[0]
         if decided.outcome == "quarantined":
             return row, b"", decided.reason or "quarantined"
         row = conn.execute(sa.select(ld).where(ld.c.id == load_id)).one()
-        _emit_loaded(conn, row)
+        if not late:  # a late certificate's load was posted before: nothing moved now
+            _emit_loaded(conn, row)
         return row, card_serial(ctx, card), None
 
     row, serial, refusal = write(ctx, work)
@@ -316,6 +315,21 @@ def confirm_load(
             422, refusal, "the certificate does not confirm this load; it is kept in quarantine"
         )
     return load_out(ctx, row, serial)
+
+
+def _confirmation_refusal(
+    ctx: ApiContext, card: Any, load: Any, item: certificates.Submitted
+) -> str | None:
+    """Why `item` is not this load's own credit certificate (its format or MAC reason,
+    another card's, or the card's cryptogram check), or None when it is."""
+    if item.reason is not None or item.cert is None:
+        return item.reason
+    if ctx.secrets.serial_hash(item.cert.card_serial) != bytes(card.serial_hash):
+        return ErrorCode.LOAD_CARD_MISMATCH.value
+    verdict = verify_load_certificate(
+        item.cert, ctx.card_keys, counter_before=load.card_counter, amount=load.amount
+    )
+    return None if verdict is LoadVerification.OK else verdict.value
 
 
 def _recorded_digest(conn: Connection, transaction_id: uuid.UUID | None) -> bytes | None:

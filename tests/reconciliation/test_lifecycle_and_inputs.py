@@ -160,6 +160,55 @@ def test_a_load_the_card_never_took_is_voided_from_its_evidence(
     assert breaks(world) == Counter()
 
 
+def _load_settled_by_its_later_debit(world: World) -> tuple[Card, uuid.UUID, Any]:
+    """A load the card took (its credit at counter 1 returned, not uploaded) and posted by
+    the card's debit at counter 2, whose balance shows the value."""
+    _, card = shop_day(world)
+    load_id = world.pending_load(card, 10_000)
+    late = card.credit(10_000, "POS-1", 1, world.seconds)
+    assert world.submit(card.debit(1_000, "POS-1", 2, world.seconds)) == ["posted"]
+    assert _load_status(world, load_id) == "posted"
+    return card, load_id, late
+
+
+def _posts_of(world: World, card: Card, load_id: uuid.UUID) -> list[uuid.UUID]:
+    moved = world.ledger.transfers(account_id=card.purse, limit=1_000)
+    return [t.id for t in moved if t.pending_id == load_id]
+
+
+def _purse_balance(world: World, card: Card) -> int:
+    account = world.ledger.get_account(card.purse)
+    assert account is not None
+    return account.balance
+
+
+@both_backends
+def test_a_loads_late_credit_closes_the_cards_counter_gap(world: World, tmp_path: Path) -> None:
+    card, load_id, late = _load_settled_by_its_later_debit(world)
+    assert night(world, tmp_path).exit_code is ExitCode.BREAKS
+    assert breaks(world) == Counter({("COUNTER_GAP", "NEW"): 1})
+    world.next_day()
+    assert world.submit(late) == ["posted"]  # the terminal's journal upload, a day late
+    assert world.submit(late) == ["duplicate"]
+    result = night(world, tmp_path)
+    assert result.exit_code is ExitCode.AGREED, result.summary
+    assert breaks(world) == Counter({("COUNTER_GAP", "AUTO_RESOLVED"): 1})
+    assert len(_posts_of(world, card, load_id)) == 1
+    assert _purse_balance(world, card) == card.balance == 109_000
+
+
+def test_a_loads_credit_arriving_before_the_night_leaves_nothing_to_report(
+    world: World, tmp_path: Path
+) -> None:
+    card, load_id, late = _load_settled_by_its_later_debit(world)
+    assert world.submit(late, source="gate_batch") == ["posted"]
+    result = night(world, tmp_path)
+    assert result.exit_code is ExitCode.AGREED, result.summary
+    assert breaks(world) == Counter()
+    assert len(_posts_of(world, card, load_id)) == 1
+    assert _purse_balance(world, card) == card.balance
+
+
 CAMT_HEAD = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
     '<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"><BkToCstmrStmt><Stmt>'
