@@ -41,35 +41,21 @@ _EMPTY = struct.Struct(">iii")
 _NULL = struct.pack(">i", -1)
 _LENGTH = struct.Struct(">i")
 _UUID_LENGTH = _LENGTH.pack(16)
-# An int2 or int8 element: its length and its value in one pack.
-_BOOL = struct.Struct(">i?")
-_INT2 = struct.Struct(">ih")
-_INT4 = struct.Struct(">ii")
-_INT8 = struct.Struct(">iq")
 
 
 def _uuids(values: Sequence[Any]) -> bytes:
     return b"".join([_NULL if v is None else _UUID_LENGTH + v.bytes for v in values])
 
 
-def _int2s(values: Sequence[Any]) -> bytes:
-    pack = _INT2.pack
-    return b"".join([_NULL if v is None else pack(2, v) for v in values])
+def _fixed_width(value_format: str) -> Callable[[Sequence[Any]], bytes]:
+    """The encoder of a fixed-width type: each element's length and value in one pack."""
+    element = struct.Struct(">i" + value_format)
+    pack, width = element.pack, element.size - _LENGTH.size
 
+    def encode(values: Sequence[Any]) -> bytes:
+        return b"".join([_NULL if v is None else pack(width, v) for v in values])
 
-def _bools(values: Sequence[Any]) -> bytes:
-    pack = _BOOL.pack
-    return b"".join([_NULL if v is None else pack(1, v) for v in values])
-
-
-def _int4s(values: Sequence[Any]) -> bytes:
-    pack = _INT4.pack
-    return b"".join([_NULL if v is None else pack(4, v) for v in values])
-
-
-def _int8s(values: Sequence[Any]) -> bytes:
-    pack = _INT8.pack
-    return b"".join([_NULL if v is None else pack(8, v) for v in values])
+    return encode
 
 
 def _texts(values: Sequence[Any]) -> bytes:
@@ -96,10 +82,10 @@ def _raw(values: Sequence[Any]) -> bytes:
 
 _ELEMENTS: dict[str, Callable[[Sequence[Any]], bytes]] = {
     "uuid": _uuids,
-    "bool": _bools,
-    "int2": _int2s,
-    "int4": _int4s,
-    "int8": _int8s,
+    "bool": _fixed_width("?"),
+    "int2": _fixed_width("h"),
+    "int4": _fixed_width("i"),
+    "int8": _fixed_width("q"),
     "text": _texts,
     "bytea": _raw,
 }
