@@ -114,6 +114,8 @@ def claim_in(
     The keys are inserted in (API key, key) order: an insert that meets a key another
     transaction has inserted but not yet committed waits for it, and a fixed order means
     two transactions never wait for each other."""
+    if not requests:  # a coalesced group whose requests carry no Idempotency-Key
+        return []
     t = schema.idempotency_keys
     now = now_us()
     until = now + lease_s * 1_000_000

@@ -242,6 +242,8 @@ def accept(
     decided: list[Decided | None] = [None] * len(items)
     plan = _Plan()
     seen: dict[uuid.UUID, bytes] = {}
+    first_at: dict[uuid.UUID, int] = {}  # where this call first saw each transaction
+    copies: dict[int, int] = {}  # a copy of a certificate earlier in this call -> that one
     for index, item in enumerate(items):
         cert = certs[index]
         if cert is None:
@@ -275,6 +277,8 @@ def accept(
                 if same
                 else Decided("quarantined", CONFLICTING_DUPLICATE)
             )
+            if same and tx_id not in existing:
+                copies[index] = first_at[tx_id]
             continue
         if card.blocked_us is not None and cert.timestamp * 1_000_000 > card.blocked_us:
             decided[index] = Decided("quarantined", CARD_BLOCKED)
@@ -297,11 +301,11 @@ def accept(
                 _settle_loads(plan, pending, card.id, cert, posted_balance, matched=None)
             row.update(transfer_id=load_post_id(load.id), load_id=load.id)
             plan.transactions[index] = row
-            seen[tx_id] = digest
+            seen[tx_id], first_at[tx_id] = digest, index
             decided[index] = Decided("posted", None, tx_id)
             continue
         _settle_loads(plan, pending, card.id, cert, posted_balance, matched=None)
-        seen[tx_id] = digest
+        seen[tx_id], first_at[tx_id] = digest, index
         plan.transactions[index] = row
         decided[index] = Decided("posted", None, tx_id)
         if cert.amount > 0:
@@ -320,6 +324,12 @@ def accept(
         if not result.code.succeeded:
             decided[item_index] = Decided("quarantined", result.code.value)
             plan.transactions.pop(item_index, None)
+    # A copy of a certificate earlier in this same call shares that one's fate: when the
+    # ledger refused the first, nothing was recorded for the copy to be a duplicate of.
+    for index, first in copies.items():
+        first_decided = decided[first]
+        if first_decided is not None and first_decided.outcome == "quarantined":
+            decided[index] = Decided("quarantined", first_decided.reason)
 
     for index, row in plan.transactions.items():
         decided_row = decided[index]

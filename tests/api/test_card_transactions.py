@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,8 +16,10 @@ from hypothesis import strategies as st
 from card_reader.certificate import Journey, JourneyAction, TransitMode
 from ledger import Ledger
 from merchant_api import chart, schema
+from merchant_api.auth import Principal, Scope
 from merchant_api.context import ApiContext
 from merchant_api.idempotency import stored_key
+from merchant_api.services import certificates, transactions
 from tests.api.cards import SimulatedCard
 from tests.api.conftest import TEST_ROOT_KEY, World
 from tests.conftest import both_backends
@@ -133,6 +136,38 @@ def test_more_than_the_shadow_purse_holds_is_quarantined_with_the_ledger_code(
     cert = card.debit(10_000, "POS-1")
     refused = world.merchant.post("/v1/card-transactions", cert.to_json())
     assert (refused.status_code, refused.json()["code"]) == (422, "exceeds_credits")
+    assert [r.reason for r in quarantined(ctx)] == ["exceeds_credits"]
+
+
+@both_backends
+def test_a_certificate_twice_in_one_coalesced_group_is_refused_twice_when_the_ledger_refuses_it(
+    world: World, ctx: ApiContext
+) -> None:
+    """Two terminals' retries of one certificate can land in the same coalesced group: when
+    the ledger refuses the first, the copy is refused the same way (it has no recorded
+    transaction to be a duplicate of), and the group's other submissions are unaffected."""
+    _, card = world.issue_card()
+    card_id, good = world.issue_card()
+    world.load(card_id, good, 20_000)
+    card.balance = 10_000  # value the back office never loaded (a tampered chip)
+    refused = card.debit(10_000, "POS-1").to_json()
+    fine = good.debit(2_000, "POS-1").to_json()
+    with ctx.engine.connect() as conn:
+        key = conn.execute(
+            sa.select(schema.api_keys.c.id, schema.api_keys.c.prefix).where(
+                schema.api_keys.c.merchant_id == uuid.UUID(world.merchant_id),
+                schema.api_keys.c.scope == "merchant",
+            )
+        ).one()
+    principal = Principal(key.id, key.prefix, Scope.MERCHANT, uuid.UUID(world.merchant_id))
+    answers = transactions.submit_many(
+        ctx, [(principal, certificates.parse(ctx, raw), None) for raw in (refused, refused, fine)]
+    )
+    assert [(a.error.status, a.error.code) if a.error else None for a in answers[:2]] == [
+        (422, "exceeds_credits"),
+        (422, "exceeds_credits"),
+    ]
+    assert answers[2].response is not None and answers[2].response[0] == 201
     assert [r.reason for r in quarantined(ctx)] == ["exceeds_credits"]
 
 

@@ -230,3 +230,26 @@ def test_a_batch_that_fails_midway_records_nothing(
     monkeypatch.setattr(certificates, "_quarantine", real_quarantine)
     retried = upload(world.operator, "GATE-1", certs, batch_id)  # the key was released
     assert [i["outcome"] for i in retried.json()["items"]] == ["posted", "posted", "quarantined"]
+
+
+@both_backends
+def test_a_certificate_twice_in_one_batch_shares_its_first_copy_refusal(
+    world: World, ctx: ApiContext
+) -> None:
+    _, card = world.issue_card()
+    card.balance = 10_000  # value the back office never loaded (a tampered chip)
+    cert = card.debit(10_000, "GATE-1", 1).to_json()
+    answer = upload(world.operator, "GATE-1", [cert, cert])
+    assert answer.status_code == 201, answer.text
+    items = answer.json()["items"]
+    assert [(i["outcome"], i.get("reason")) for i in items] == [
+        ("quarantined", "exceeds_credits"),
+        ("quarantined", "exceeds_credits"),
+    ]
+    assert count(ctx, schema.card_transactions) == 0
+    assert [
+        r.reason
+        for r in run_read(
+            ctx.engine, lambda c: c.execute(sa.select(schema.quarantine.c.reason)).all()
+        )
+    ] == ["exceeds_credits"]
