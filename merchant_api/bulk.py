@@ -28,9 +28,13 @@ def insert_rows(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -
         conn.execute(sa.insert(table), rows)
         return
     names = tuple(rows[0])
+    statement, kinds = _unnest_insert(table, names)
     conn.execute(
-        _unnest_insert(table, names),
-        {name: column(_element(table.c[name].type), [row[name] for row in rows]) for name in names},
+        statement,
+        {
+            name: column(kind, [row[name] for row in rows])
+            for name, kind in zip(names, kinds, strict=True)
+        },
     )
 
 
@@ -55,9 +59,15 @@ _ELEMENTS: tuple[tuple[type[sa.types.TypeEngine[Any]], str], ...] = (
 
 
 @cache
-def _unnest_insert(table: sa.Table, names: tuple[str, ...]) -> sa.TextClause:
+def _unnest_insert(
+    table: sa.Table, names: tuple[str, ...]
+) -> tuple[sa.TextClause, tuple[str, ...]]:
+    """The INSERT for these columns, and the array element type each column is sent as."""
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     arrays = ", ".join(
         f"CAST(:{name} AS {table.c[name].type.compile(dialect=dialect)}[])" for name in names
     )
-    return sa.text(f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays})")
+    statement = sa.text(
+        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays})"
+    )
+    return statement, tuple(_element(table.c[name].type) for name in names)
