@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import struct
 import time
 import uuid
@@ -61,39 +62,44 @@ def content_hash(
     postings: Sequence[tuple[int, uuid.UUID, int]],
 ) -> bytes:
     """SHA-256 of a transfer's canonical encoding; `postings` are (leg, account_id, amount)."""
-    kind_bytes, phase_bytes, currency_bytes = kind.encode(), phase.encode(), currency.encode()
     meta = metadata_json.encode()
     parts = [
         _TRANSFER_PREFIX,
         id.bytes,
-        _U16.pack(len(kind_bytes)),
-        kind_bytes,
-        _U16.pack(len(phase_bytes)),
-        phase_bytes,
-        _U16.pack(len(currency_bytes)),
-        currency_bytes,
+        _short_text(kind),
+        _short_text(phase),
+        _short_text(currency),
         pending_id.bytes if pending_id else NO_ID,
         linked_id.bytes if linked_id else NO_ID,
         _TIMES_AND_META_LENGTH.pack(timeout_s, timestamp_us, len(meta)),
         meta,
         _U16.pack(len(postings)),
     ]
+    leg_bytes = _LEG.pack
     for leg, account_id, amount in sorted(postings, key=_leg_number):
-        parts += (_U16.pack(leg), account_id.bytes, _I64.pack(amount))
+        parts.append(leg_bytes(leg, account_id.bytes, amount))
     return hashlib.sha256(b"".join(parts)).digest()
+
+
+def _short_text(text: str) -> bytes:
+    """A kind, phase or currency as its byte length (16 bits) and UTF-8 bytes. The few
+    distinct values are encoded once each (up to a bound: a kind is the caller's text)."""
+    encoded = _SHORT_TEXTS.get(text)
+    if encoded is None:
+        raw = text.encode()
+        encoded = _U16.pack(len(raw)) + raw
+        if len(_SHORT_TEXTS) < 1_024:
+            _SHORT_TEXTS[text] = encoded
+    return encoded
 
 
 # Precompiled: content_hash runs once per transfer written.
 _TRANSFER_PREFIX = b"jakartaone.transfer.v1\x00"
 _U16 = struct.Struct(">H")
-_I64 = struct.Struct(">q")
+_LEG = struct.Struct(">H16sq")  # leg number, account id, signed amount
 _TIMES_AND_META_LENGTH = struct.Struct(">qqI")
-
-
-def _leg_number(posting: tuple[int, uuid.UUID, int]) -> int:
-    return posting[0]
-
-
+_SHORT_TEXTS: dict[str, bytes] = {}
+_leg_number = operator.itemgetter(0)
 BLOCK_LABEL = b"jakartaone.block.v1\x00"
 
 

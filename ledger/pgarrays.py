@@ -43,22 +43,28 @@ _LENGTH = struct.Struct(">i")
 _UUID_LENGTH = _LENGTH.pack(16)
 
 
-def _uuids(values: Sequence[Any]) -> bytes:
-    return b"".join([_NULL if v is None else _UUID_LENGTH + v.bytes for v in values])
+# Each encoder returns its elements' encodings in order, NULL as _NULL itself: whether
+# the array has a NULL is then one C-level `_NULL in elements`, not a Python test per value.
+Elements = list[bytes]
 
 
-def _fixed_width(value_format: str) -> Callable[[Sequence[Any]], bytes]:
+def _uuids(values: Sequence[Any]) -> Elements:
+    # `v.int.to_bytes` is what UUID.bytes computes, without the property's Python call.
+    return [_NULL if v is None else _UUID_LENGTH + v.int.to_bytes(16, "big") for v in values]
+
+
+def _fixed_width(value_format: str) -> Callable[[Sequence[Any]], Elements]:
     """The encoder of a fixed-width type: each element's length and value in one pack."""
     element = struct.Struct(">i" + value_format)
     pack, width = element.pack, element.size - _LENGTH.size
 
-    def encode(values: Sequence[Any]) -> bytes:
-        return b"".join([_NULL if v is None else pack(width, v) for v in values])
+    def encode(values: Sequence[Any]) -> Elements:
+        return [_NULL if v is None else pack(width, v) for v in values]
 
     return encode
 
 
-def _texts(values: Sequence[Any]) -> bytes:
+def _texts(values: Sequence[Any]) -> Elements:
     # Text columns repeat a few values (currency, kind, phase): each is encoded once.
     length = _LENGTH.pack
     encoded: dict[str, bytes] = {}
@@ -72,15 +78,15 @@ def _texts(values: Sequence[Any]) -> bytes:
             raw = v.encode()
             element = encoded[v] = length(len(raw)) + raw
         parts.append(element)
-    return b"".join(parts)
+    return parts
 
 
-def _raw(values: Sequence[Any]) -> bytes:
+def _raw(values: Sequence[Any]) -> Elements:
     length = _LENGTH.pack
-    return b"".join([_NULL if v is None else length(len(v)) + bytes(v) for v in values])
+    return [_NULL if v is None else length(len(v)) + bytes(v) for v in values]
 
 
-_ELEMENTS: dict[str, Callable[[Sequence[Any]], bytes]] = {
+_ELEMENTS: dict[str, Callable[[Sequence[Any]], Elements]] = {
     "uuid": _uuids,
     "bool": _fixed_width("?"),
     "int2": _fixed_width("h"),
@@ -104,9 +110,11 @@ class Column:
         element_oid, _ = _OIDS[self.kind]
         if not self.values:
             return _EMPTY.pack(0, 0, element_oid)
-        has_nulls = any(v is None for v in self.values)
-        header = _HEADER.pack(1, has_nulls, element_oid, len(self.values), 1)
-        return header + _ELEMENTS[self.kind](self.values)
+        elements = _ELEMENTS[self.kind](self.values)
+        # Only a NULL equals _NULL: every other element starts with its length, never -1.
+        has_nulls = _NULL in elements
+        elements.insert(0, _HEADER.pack(1, has_nulls, element_oid, len(self.values), 1))
+        return b"".join(elements)
 
 
 def _dumper(kind: str) -> type[Dumper]:
