@@ -137,14 +137,8 @@ def apply_batch(
     requests: Sequence[Request],
     mode: BatchMode,
     clock: Callable[[], int],
-    *,
-    commit: bool = False,
 ) -> list[TransferResult]:
-    """Decide and write `requests` in the caller's transaction; one result per request.
-
-    With `commit`, the batch is the whole transaction and the store may commit it
-    together with the write (one round trip less on PostgreSQL); the caller's own
-    commit then finds nothing left to do."""
+    """Decide and write `requests` in the caller's transaction; one result per request."""
     store = store_for(conn)
     loaded = _load(store, requests)
     outcome = Outcome()
@@ -167,7 +161,7 @@ def apply_batch(
                 outcome.applied.append(recorded)
                 decided.append((ResultCode.OK, recorded))
         writes = _writes(outcome, loaded)
-    seqs = store.write(writes, commit=commit) if writes is not None else {}
+    seqs = store.write(writes) if writes is not None else {}
     results = []
     for request, decision in zip(requests, decided, strict=True):
         if isinstance(decision, Refused):
