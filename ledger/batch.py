@@ -145,25 +145,14 @@ def apply_batch(
     requests: Sequence[Request],
     mode: BatchMode,
     clock: Callable[[], int],
-    *,
-    commit: bool = False,
 ) -> list[TransferResult]:
-    """Decide and write `requests` in the caller's transaction; one result per request.
-
-    With `commit`, the batch is the whole transaction and the store may commit it
-    together with the write (one round trip less on PostgreSQL); the caller's own
-    commit then finds nothing left to do."""
+    """Decide and write `requests` in the caller's transaction; one result per request."""
     with _collector_paused():
-        return _apply(conn, requests, mode, clock, commit=commit)
+        return _apply(conn, requests, mode, clock)
 
 
 def _apply(
-    conn: Connection,
-    requests: Sequence[Request],
-    mode: BatchMode,
-    clock: Callable[[], int],
-    *,
-    commit: bool,
+    conn: Connection, requests: Sequence[Request], mode: BatchMode, clock: Callable[[], int]
 ) -> list[TransferResult]:
     store = store_for(conn)
     loaded = _load(store, requests)
@@ -186,7 +175,7 @@ def _apply(
             outcome.applied.append(recorded)
             decided.append((ResultCode.OK, recorded))
     writes = _writes(outcome, loaded)
-    written = store.write(writes, commit=commit) if writes is not None else {}
+    written = store.write(writes) if writes is not None else {}
     seqs = {i.int: seq for i, seq in written.items()}
     results = []
     for request, decision in zip(requests, decided, strict=True):

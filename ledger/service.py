@@ -208,7 +208,7 @@ class Ledger:
             return []
         return run_write(
             self.engine,
-            lambda conn: apply_batch(conn, requests, mode, self.clock, commit=True),
+            lambda conn: apply_batch(conn, requests, mode, self.clock),
         )
 
     def submit_in(

@@ -59,3 +59,23 @@ def test_write_accepts_the_status_the_batch_saw(
         seqs = PostgresStore(conn).write(writes)
     assert list(seqs) == [transfer_id]
     assert ledger.get_account(credit).credits_posted == 500  # type: ignore[union-attr]
+
+
+@on_postgresql
+def test_batch_functions_keep_generic_index_probe_plans(engine: Engine) -> None:
+    """ledger_read and ledger_write plan each statement once (migration 0006), and that
+    one plan is right for any batch size only because hash and merge joins are off
+    (0004): together the settings keep a single-transfer commit from being planned anew
+    on every call without letting a thousand-transfer batch scan whole tables."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT proname, proconfig FROM pg_proc"
+                " WHERE proname IN ('ledger_read', 'ledger_write')"
+            )
+        )
+        settings = {name: config for name, config in rows}
+    assert set(settings) == {"ledger_read", "ledger_write"}
+    for config in settings.values():
+        assert {"plan_cache_mode=force_generic_plan", "enable_hashjoin=off",
+                "enable_mergejoin=off", "jit=off"} <= set(config)  # fmt: skip
