@@ -10,11 +10,9 @@ import logging
 import threading
 import time
 
-import httpx
-
 from merchant_api import idempotency
 from merchant_api.context import ApiContext
-from merchant_api.services.webhooks import deliver_due
+from merchant_api.services.webhooks import deliver_due, delivery_client
 
 log = logging.getLogger("merchant_api.worker")
 
@@ -40,7 +38,7 @@ class BackgroundWorker:
 
     def _run(self) -> None:
         last_sweep = 0.0
-        with httpx.Client(timeout=self.ctx.webhook_timeout_s, follow_redirects=False) as client:
+        with delivery_client(self.ctx) as client:
             while not self._stop.is_set():
                 busy = False
                 pause = IDLE_POLL_S

@@ -393,6 +393,13 @@ def _claim_due(ctx: ApiContext, limit: int) -> list[Any]:
     return run_write(ctx.engine, work)
 
 
+def delivery_client(ctx: ApiContext) -> httpx.Client:
+    """The HTTP client deliveries go through. It ignores the environment (`trust_env`):
+    a proxy from HTTP(S)_PROXY or ALL_PROXY would make the connection the guard did not
+    check, and credentials from ~/.netrc would be sent to merchants' endpoints."""
+    return httpx.Client(timeout=ctx.webhook_timeout_s, follow_redirects=False, trust_env=False)
+
+
 def deliver_due(ctx: ApiContext, client: httpx.Client, limit: int = 50) -> int:
     """Attempt every delivery that is due (up to `limit`); returns how many were tried."""
     due = _claim_due(ctx, limit)

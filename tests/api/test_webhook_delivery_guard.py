@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from ledger import run_read, run_write
 from merchant_api import schema
 from merchant_api.context import ApiContext
-from merchant_api.services.webhooks import deliver_due, emit
+from merchant_api.services.webhooks import deliver_due, delivery_client, emit
 from tests.api.conftest import World, make_context
 from tests.api.receiver import Receiver, certificate_for
 
@@ -149,4 +149,28 @@ def test_redirects_are_not_followed(
     row = deliver_once(ctx, httpx.Client(timeout=2, follow_redirects=True))
     assert (row.status, row.attempts, row.last_status_code) == ("pending", 1, 307)
     assert receiver.attempts == 1
+    assert_never_connected(listener)
+
+
+def test_the_delivery_client_ignores_proxies_and_credentials_from_the_environment(
+    world: World, ctx: ApiContext, receiver: Receiver, listener: socket.socket,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A proxy would connect where the guard did not look, and ~/.netrc credentials
+    would reach the merchant: the worker's client takes neither from the environment."""
+    receiver.start()
+    endpoint = register(world, f"http://127.0.0.1:{receiver.port}/hooks")
+    receiver.secrets = [endpoint["secret"]]
+    proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    for variable in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(variable, proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login ops password hunter2\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    an_event(ctx, world)
+    row = deliver_once(ctx, delivery_client(ctx))
+    assert (row.status, row.last_status_code) == ("delivered", 204)
+    assert [r.get("authorization") for r in receiver.received] == [None]
     assert_never_connected(listener)
