@@ -142,7 +142,8 @@ def submit_many(
             else certificates.Accepted([], [])
         )
         recorded: dict[uuid.UUID, Any] = {row.id: row for row in found.transactions}
-        # A copy of a certificate posted earlier in this group answers with that one's row.
+        # A posted certificate answers with the row about to be written, and so does a
+        # copy of it later in this group (a duplicate of nothing recorded yet).
         recorded.update((row["id"], SimpleNamespace(**row)) for row in accepted.transactions)
         done, events = [], []
         for index, d in zip(go, accepted.decided, strict=True):
