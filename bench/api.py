@@ -9,7 +9,11 @@ measures:
 - the same load generator against a minimal Litestar endpoint under the same server, as
   the baseline.
 Last line on stdout: {"card_tx_per_s", "card_tx_p50_ms", "card_tx_p99_ms",
-"batch_certificates_per_s", "baseline_req_per_s", "ratio_to_baseline"}.
+"batch_certificates_per_s", "baseline_req_per_s", "ratio_to_baseline",
+"server_cpu_ms_per_tx", "db_cpu_ms_per_tx"}. The last two are the CPU time (user and
+system, from /proc) that the server's processes and the scratch database's backends spent
+over the measured card transactions, per transaction: unlike the wall-clock numbers they
+hardly move when other work shares the machine.
 """
 
 from __future__ import annotations
@@ -25,14 +29,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import uvloop
+from sqlalchemy.engine import make_url
 
 from bench import log
 from bench.databases import scratch_database
@@ -264,6 +271,70 @@ async def drive(
     return started, time.perf_counter(), latencies, failures
 
 
+class CpuMeter:
+    """The CPU time (user and system, from /proc) that some processes spend between
+    `start` and `stop`. The set is scanned every 50 ms, since processes come and go (the
+    pools close their overflow connections): one that appears counts from zero, one that
+    goes counts up to its last sample."""
+
+    def __init__(self, matches: Callable[[Path], bool]) -> None:
+        self._matches = matches
+        self._first: dict[int, int] = {}
+        self._last: dict[int, int] = {}
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._first = self._sample()
+        self._last = dict(self._first)
+        self._thread.start()
+
+    def stop(self) -> float:
+        self._stopping.set()
+        self._thread.join()
+        self._last.update(self._sample())
+        ticks = sum(self._last[pid] - self._first.get(pid, 0) for pid in self._last)
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def _run(self) -> None:
+        while not self._stopping.wait(0.05):
+            self._last.update(self._sample())
+
+    def _sample(self) -> dict[int, int]:
+        found = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if not self._matches(entry):
+                    continue
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            found[int(entry.name)] = int(fields[11]) + int(fields[12])  # utime, stime
+        return found
+
+
+def in_process_group(pgid: int) -> Callable[[Path], bool]:
+    """The server: its parent and the workers, which share its process group."""
+
+    def matches(entry: Path) -> bool:
+        return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid
+
+    return matches
+
+
+def backend_of(database: str) -> Callable[[Path], bool]:
+    """A PostgreSQL backend connected to `database` (its title names the database)."""
+    title = f" {database} ".encode()
+
+    def matches(entry: Path) -> bool:
+        command = (entry / "cmdline").read_bytes()
+        return command.startswith(b"postgres: ") and title in command
+
+    return matches
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -370,6 +441,10 @@ def main(argv: list[str]) -> int:
                 args.client_processes,
             )
             log(f"{args.transactions} card transactions at concurrency {args.concurrency}")
+            server_cpu = CpuMeter(in_process_group(server.process.pid))
+            db_cpu = CpuMeter(backend_of(make_url(url).database or ""))
+            server_cpu.start()
+            db_cpu.start()
             seconds, latencies, failures = post_all(
                 server.url,
                 "/v1/card-transactions",
@@ -379,6 +454,7 @@ def main(argv: list[str]) -> int:
                 [str(uuid.uuid4()) for _ in range(args.transactions)],
                 args.client_processes,
             )
+            server_seconds, db_seconds = server_cpu.stop(), db_cpu.stop()
             failures += warm_up_failures
             card_tx_per_s = args.transactions / seconds
             log(f"  {card_tx_per_s:.0f}/s, {failures} failures")
@@ -402,6 +478,8 @@ def main(argv: list[str]) -> int:
         "batch_certificates_per_s": round(batch_rate, 1),
         "baseline_req_per_s": round(baseline_rate, 1),
         "ratio_to_baseline": round(card_tx_per_s / baseline_rate, 3),
+        "server_cpu_ms_per_tx": round(server_seconds * 1000 / args.transactions, 3),
+        "db_cpu_ms_per_tx": round(db_seconds * 1000 / args.transactions, 3),
         "failures": failures + batch_failures,
     }
     print(json.dumps(result))

@@ -4,7 +4,8 @@ On PostgreSQL the rows travel as one array per column (in the binary wire format
 `ledger.pgarrays`) and one `INSERT ... SELECT FROM unnest(...)` writes them all: one
 statement for the database to run, and one statement text (so one prepared plan)
 whatever the number of rows. `executemany` would send and run an INSERT per row. SQLite
-gets `executemany` (in-process, nothing to save).
+gets `executemany` (in-process, nothing to save). `unnest_insert` is the PostgreSQL form
+itself, for callers that send it in a pipeline with other statements.
 """
 
 from __future__ import annotations
@@ -27,15 +28,17 @@ def insert_rows(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -
     if is_sqlite(conn):
         conn.execute(sa.insert(table), rows)
         return
+    conn.exec_driver_sql(*unnest_insert(table, rows))
+
+
+def unnest_insert(table: sa.Table, rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """PostgreSQL's INSERT of `rows` (not empty) and its parameters, in psycopg's style."""
     names = tuple(rows[0])
     statement, kinds = _unnest_insert(table, names)
-    conn.execute(
-        statement,
-        {
-            name: column(kind, [row[name] for row in rows])
-            for name, kind in zip(names, kinds, strict=True)
-        },
-    )
+    return statement, {
+        name: column(kind, [row[name] for row in rows])
+        for name, kind in zip(names, kinds, strict=True)
+    }
 
 
 def _element(column_type: sa.types.TypeEngine[Any]) -> str:
@@ -59,15 +62,11 @@ _ELEMENTS: tuple[tuple[type[sa.types.TypeEngine[Any]], str], ...] = (
 
 
 @cache
-def _unnest_insert(
-    table: sa.Table, names: tuple[str, ...]
-) -> tuple[sa.TextClause, tuple[str, ...]]:
+def _unnest_insert(table: sa.Table, names: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
     """The INSERT for these columns, and the array element type each column is sent as."""
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     arrays = ", ".join(
-        f"CAST(:{name} AS {table.c[name].type.compile(dialect=dialect)}[])" for name in names
+        f"CAST(%({name})s AS {table.c[name].type.compile(dialect=dialect)}[])" for name in names
     )
-    statement = sa.text(
-        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays})"
-    )
+    statement = f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays})"
     return statement, tuple(_element(table.c[name].type) for name in names)

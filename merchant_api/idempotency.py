@@ -109,125 +109,160 @@ def claim_in(
 ) -> list[Proceed | Replay | ApiError]:
     """`claim_many` in the caller's write transaction, so that a handler can claim its keys
     in the transaction that does the work and store the answer there too: one commit for
-    both. The claims commit or roll back with that work.
+    both. The claims commit or roll back with that work."""
+    if not requests:  # a coalesced group whose requests carry no Idempotency-Key
+        return []
+    claims = Claims.prepare(requests, lease_s)
+    return claims.settle(conn, insert_claims(conn, claims))
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """Claims about to be made together: each request's own claim id, and when its lease
+    ends. They are made in two steps, so that the insert can travel with other statements
+    (`merchant_api.services.certificate_store`): `insert_claims` (or `CLAIM_POSTGRESQL`
+    with `postgresql_parameters`) says which claims won their keys, and `settle` says what
+    every request gets.
 
     The keys are inserted in (API key, key) order: an insert that meets a key another
     transaction has inserted but not yet committed waits for it, and a fixed order means
     two transactions never wait for each other."""
-    if not requests:  # a coalesced group whose requests carry no Idempotency-Key
-        return []
-    t = schema.idempotency_keys
-    now = now_us()
-    until = now + lease_s * 1_000_000
-    mine = [uuid.uuid4() for _ in requests]
-    in_order = sorted(
-        zip(requests, mine, strict=True), key=lambda r: (r[0].api_key_id.int, r[0].key)
-    )
-    if is_sqlite(conn):
-        won = {
-            row.claim
-            for row in conn.execute(
-                sqlite_insert(t)
-                .on_conflict_do_nothing(index_elements=[t.c.api_key_id, t.c.key])
-                .returning(t.c.claim),
-                [
-                    {
-                        "api_key_id": r.api_key_id,
-                        "key": r.key,
-                        "request_digest": r.digest,
-                        "claim": claim,
-                        "locked_until_us": until,
-                        "created_us": now,
-                    }
-                    for r, claim in in_order
-                ],
-            )
-        }
-    else:
-        won = set(
-            conn.execute(
-                _CLAIM_POSTGRESQL,
-                {
-                    "key_ids": column("uuid", [r.api_key_id for r, _ in in_order]),
-                    "keys": column("text", [r.key for r, _ in in_order]),
-                    "digests": column("bytea", [r.digest for r, _ in in_order]),
-                    "claims": column("uuid", [claim for _, claim in in_order]),
-                    "until": until,
-                    "now": now,
-                },
-            ).scalars()
+
+    requests: list[ClaimRequest]
+    mine: list[uuid.UUID]
+    now: int
+    until: int
+
+    @classmethod
+    def prepare(cls, requests: list[ClaimRequest], lease_s: int) -> Claims:
+        now = now_us()
+        return cls(requests, [uuid.uuid4() for _ in requests], now, now + lease_s * 1_000_000)
+
+    def in_order(self) -> list[tuple[ClaimRequest, uuid.UUID]]:
+        return sorted(
+            zip(self.requests, self.mine, strict=True),
+            key=lambda r: (r[0].api_key_id.int, r[0].key),
         )
-    lost = {
-        (r.api_key_id, r.key) for r, claim in zip(requests, mine, strict=True) if claim not in won
-    }
-    existing = (
-        {
-            (row.api_key_id, row.key): row
-            for row in conn.execute(
-                sa.select(t).where(sa.tuple_(t.c.api_key_id, t.c.key).in_(list(lost)))
-            )
+
+    def postgresql_parameters(self) -> dict[str, Any]:
+        in_order = self.in_order()
+        return {
+            "key_ids": column("uuid", [r.api_key_id for r, _ in in_order]),
+            "keys": column("text", [r.key for r, _ in in_order]),
+            "digests": column("bytea", [r.digest for r, _ in in_order]),
+            "claims": column("uuid", [claim for _, claim in in_order]),
+            "until": self.until,
+            "now": self.now,
         }
-        if lost
-        else {}
-    )
-    outcomes: list[Proceed | Replay | ApiError] = []
-    for request, claim in zip(requests, mine, strict=True):
-        if claim in won:
-            outcomes.append(Proceed(claim))
-            continue
-        row = existing.get((request.api_key_id, request.key))
-        if row is None:  # released between the insert and the read: try again later
-            outcomes.append(_in_flight())
-        elif row.request_digest != request.digest:
-            outcomes.append(
-                ApiError(
-                    422,
-                    ErrorCode.IDEMPOTENCY_KEY_REUSED,
-                    "this Idempotency-Key was used with a different request",
+
+    def settle(self, conn: Connection, won: set[uuid.UUID]) -> list[Proceed | Replay | ApiError]:
+        """Each request's outcome, given the claims the insert returned (`won`): a key
+        another request holds is read back (a replay, a reuse, a request in flight, or a
+        lease expired and taken over here)."""
+        t = schema.idempotency_keys
+        won = set(won)
+        requests, mine, now = self.requests, self.mine, self.now
+        lost = {
+            (r.api_key_id, r.key)
+            for r, claim in zip(requests, mine, strict=True)
+            if claim not in won
+        }
+        existing = (
+            {
+                (row.api_key_id, row.key): row
+                for row in conn.execute(
+                    sa.select(t).where(sa.tuple_(t.c.api_key_id, t.c.key).in_(list(lost)))
                 )
-            )
-        elif row.response_status is not None:
-            outcomes.append(Replay(row.response_status, bytes(row.response_body or b"")))
-        elif row.locked_until_us > now or row.claim in won:
-            outcomes.append(_in_flight())
-        else:
-            # The request that held the key died with its server: take the key over.
-            taken = conn.execute(
-                sa.update(t)
-                .where(
-                    t.c.api_key_id == request.api_key_id,
-                    t.c.key == request.key,
-                    t.c.claim == row.claim,
-                    t.c.response_status.is_(None),
-                )
-                .values(claim=claim, locked_until_us=until)
-            ).rowcount
-            if taken == 1:
-                won.add(claim)
+            }
+            if lost
+            else {}
+        )
+        outcomes: list[Proceed | Replay | ApiError] = []
+        for request, claim in zip(requests, mine, strict=True):
+            if claim in won:
                 outcomes.append(Proceed(claim))
-            else:
+                continue
+            row = existing.get((request.api_key_id, request.key))
+            if row is None:  # released between the insert and the read: try again later
                 outcomes.append(_in_flight())
-    return outcomes
+            elif row.request_digest != request.digest:
+                outcomes.append(
+                    ApiError(
+                        422,
+                        ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                        "this Idempotency-Key was used with a different request",
+                    )
+                )
+            elif row.response_status is not None:
+                outcomes.append(Replay(row.response_status, bytes(row.response_body or b"")))
+            elif row.locked_until_us > now or row.claim in won:
+                outcomes.append(_in_flight())
+            else:
+                # The request that held the key died with its server: take the key over.
+                taken = conn.execute(
+                    sa.update(t)
+                    .where(
+                        t.c.api_key_id == request.api_key_id,
+                        t.c.key == request.key,
+                        t.c.claim == row.claim,
+                        t.c.response_status.is_(None),
+                    )
+                    .values(claim=claim, locked_until_us=self.until)
+                ).rowcount
+                if taken == 1:
+                    won.add(claim)
+                    outcomes.append(Proceed(claim))
+                else:
+                    outcomes.append(_in_flight())
+        return outcomes
 
 
-# PostgreSQL: the keys travel as arrays, so the statement's text (and its prepared plan)
-# is the same however many there are; unnest keeps the arrays' (key) order.
-_CLAIM_POSTGRESQL = sa.text(
+def insert_claims(conn: Connection, claims: Claims) -> set[uuid.UUID]:
+    """Insert the keys not held yet; returns the claims that won theirs."""
+    if not is_sqlite(conn):
+        won = conn.exec_driver_sql(CLAIM_POSTGRESQL, claims.postgresql_parameters()).scalars()
+        return set(won)
+    t = schema.idempotency_keys
+    return {
+        row.claim
+        for row in conn.execute(
+            sqlite_insert(t)
+            .on_conflict_do_nothing(index_elements=[t.c.api_key_id, t.c.key])
+            .returning(t.c.claim),
+            [
+                {
+                    "api_key_id": r.api_key_id,
+                    "key": r.key,
+                    "request_digest": r.digest,
+                    "claim": claim,
+                    "locked_until_us": claims.until,
+                    "created_us": claims.now,
+                }
+                for r, claim in claims.in_order()
+            ],
+        )
+    }
+
+
+# PostgreSQL (in psycopg's parameter style): the keys travel as arrays, so the statement's
+# text (and its prepared plan) is the same however many there are; unnest keeps the arrays'
+# (key) order.
+CLAIM_POSTGRESQL = (
     "INSERT INTO idempotency_keys"
     " (api_key_id, key, request_digest, claim, locked_until_us, created_us)"
-    " SELECT k.api_key_id, k.key, k.request_digest, k.claim, :until, :now"
-    " FROM unnest(CAST(:key_ids AS uuid[]), CAST(:keys AS varchar[]),"
-    " CAST(:digests AS bytea[]), CAST(:claims AS uuid[]))"
+    " SELECT k.api_key_id, k.key, k.request_digest, k.claim, %(until)s, %(now)s"
+    " FROM unnest(CAST(%(key_ids)s AS uuid[]), CAST(%(keys)s AS varchar[]),"
+    " CAST(%(digests)s AS bytea[]), CAST(%(claims)s AS uuid[]))"
     " AS k(api_key_id, key, request_digest, claim)"
     " ON CONFLICT (api_key_id, key) DO NOTHING RETURNING claim"
-).columns(sa.column("claim", sa.Uuid))
+)
 
 
-# PostgreSQL: the answers as arrays, one statement for all of them (see _CLAIM_POSTGRESQL).
-_COMPLETE_POSTGRESQL = sa.text(
+# PostgreSQL: the answers as arrays, one statement for all of them (see CLAIM_POSTGRESQL).
+COMPLETE_POSTGRESQL = (
     "UPDATE idempotency_keys k SET response_status = a.status, response_body = a.body"
-    " FROM unnest(CAST(:key_ids AS uuid[]), CAST(:keys AS varchar[]), CAST(:claims AS uuid[]),"
-    " CAST(:statuses AS integer[]), CAST(:bodies AS bytea[]))"
+    " FROM unnest(CAST(%(key_ids)s AS uuid[]), CAST(%(keys)s AS varchar[]),"
+    " CAST(%(claims)s AS uuid[]), CAST(%(statuses)s AS integer[]), CAST(%(bodies)s AS bytea[]))"
     " AS a(api_key_id, key, claim, status, body)"
     " WHERE k.api_key_id = a.api_key_id AND k.key = a.key AND k.claim = a.claim"
     " AND k.response_status IS NULL"
@@ -334,19 +369,7 @@ def complete_in(conn: Connection, done: list[tuple[uuid.UUID, str, uuid.UUID, in
     if not done:
         return
     if not is_sqlite(conn):
-        key_ids, keys, claims, statuses, bodies = columns(
-            ("uuid", "text", "uuid", "int4", "bytea"), done
-        )
-        conn.execute(
-            _COMPLETE_POSTGRESQL,
-            {
-                "key_ids": key_ids,
-                "keys": keys,
-                "claims": claims,
-                "statuses": statuses,
-                "bodies": bodies,
-            },
-        )
+        conn.exec_driver_sql(COMPLETE_POSTGRESQL, complete_parameters(done))
         return
     t = schema.idempotency_keys
     conn.execute(
@@ -363,6 +386,20 @@ def complete_in(conn: Connection, done: list[tuple[uuid.UUID, str, uuid.UUID, in
             for key_id, key, claim, status, body in done
         ],
     )
+
+
+def complete_parameters(done: list[tuple[uuid.UUID, str, uuid.UUID, int, bytes]]) -> dict[str, Any]:
+    """COMPLETE_POSTGRESQL's parameters for these answers."""
+    key_ids, keys, claims, statuses, bodies = columns(
+        ("uuid", "text", "uuid", "int4", "bytea"), done
+    )
+    return {
+        "key_ids": key_ids,
+        "keys": keys,
+        "claims": claims,
+        "statuses": statuses,
+        "bodies": bodies,
+    }
 
 
 def release(engine: Engine, api_key_id: uuid.UUID, key: str, mine: uuid.UUID) -> None:

@@ -57,11 +57,11 @@ from card_reader.certificate import (
 )
 from ledger import PostPending, Request, Transfer, VoidPending, credit, debit
 from ledger.queries import accounts_by_id
-from merchant_api import chart, schema
-from merchant_api.bulk import insert_rows
+from merchant_api import chart, idempotency, schema
 from merchant_api.context import ApiContext
 from merchant_api.errors import ErrorCode
 from merchant_api.observability import CERTIFICATES
+from merchant_api.services.certificate_store import Found, Reads, Writes, store_for
 from merchant_api.wib import business_date
 
 Outcome = Literal["posted", "duplicate", "quarantined"]
@@ -143,7 +143,6 @@ class Decided:
     reason: str | None = None
     transaction_id: uuid.UUID | None = None
     quarantine_id: uuid.UUID | None = None
-    row: dict[str, Any] | None = None  # the card_transactions row written, when posted
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +170,62 @@ class _Plan:
     late_certificates: list[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Certificates to decide together, who submitted each, and each one's card (its
+    serial hash; empty for a certificate refused whatever the database says)."""
+
+    items: list[Submitted]
+    callers: list[Caller]
+    serial_hashes: list[bytes]
+
+    @classmethod
+    def of(
+        cls, ctx: ApiContext, items: list[Submitted], caller: Caller | Sequence[Caller]
+    ) -> Group:
+        """`caller` is who submitted all of them (a batch), or one caller per item (single
+        submissions coalesced into one transaction)."""
+        callers = [caller] * len(items) if isinstance(caller, Caller) else list(caller)
+        hashes = [
+            ctx.secrets.serial_hash(item.cert.card_serial)
+            if item.cert is not None and item.reason is None
+            else b""
+            for item in items
+        ]
+        return cls(items, callers, hashes)
+
+    def only(self, indexes: list[int]) -> Group:
+        return Group(
+            [self.items[i] for i in indexes],
+            [self.callers[i] for i in indexes],
+            [self.serial_hashes[i] for i in indexes],
+        )
+
+    def reads(self, claims: idempotency.Claims | None = None, *, endpoints: bool = False) -> Reads:
+        """What deciding them needs from the database (and, for single submissions, their
+        Idempotency-Keys' claims and the webhook endpoints their events may go to)."""
+        certs = [
+            (serial_hash, item.cert)
+            for item, serial_hash in zip(self.items, self.serial_hashes, strict=True)
+            if serial_hash and item.cert is not None
+        ]
+        batch_terminal = self.callers[0].batch_terminal_code if self.callers else None
+        return Reads(
+            serial_hashes={serial_hash for serial_hash, _ in certs},
+            terminal_codes={cert.terminal_id for _, cert in certs}
+            | ({batch_terminal} if batch_terminal else set()),
+            transactions={(serial_hash, cert.counter) for serial_hash, cert in certs},
+            claims=claims,
+            endpoints=endpoints,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    decided: list[Decided]  # one for each certificate, in order
+    transactions: list[dict[str, Any]]  # the card_transactions rows to write
+
+
 def accept(
     conn: Connection,
     ctx: ApiContext,
@@ -179,53 +234,40 @@ def accept(
     source: Source,
     now: int,
 ) -> list[Decided]:
-    """Decide and record `items` in the caller's write transaction; one answer each.
+    """Decide and record `items` in the caller's write transaction; one answer each (see
+    `Group.of` for `caller`). Single submissions call `decide` themselves, to send their
+    own reads and writes with these (merchant_api.services.transactions)."""
+    group = Group.of(ctx, items, caller)
+    store = store_for(conn)
+    accepted = decide(conn, ctx, group, store.read(group.reads()), source, now)
+    store.write(Writes(transactions=accepted.transactions))
+    return accepted.decided
 
-    `caller` is who submitted all of them (a batch), or one caller per item (single
-    submissions coalesced into one transaction)."""
-    callers = [caller] * len(items) if isinstance(caller, Caller) else list(caller)
+
+def decide(
+    conn: Connection, ctx: ApiContext, group: Group, found: Found, source: Source, now: int
+) -> Accepted:
+    """Decide `group` from what `found` holds (read with `group.reads()` in this
+    transaction). The refused certificates' quarantine and the loads' resolutions are
+    written here; the card transactions are returned, for the caller to write through its
+    store with its own writes."""
+    items, callers, serial_hashes = group.items, group.callers, group.serial_hashes
     caller = callers[0] if callers else Caller(uuid.UUID(int=1), None)
     day = business_date(now)
-    certs = [item.cert if item.reason is None else None for item in items]
-    serial_hashes = [ctx.secrets.serial_hash(cert.card_serial) if cert else b"" for cert in certs]
-    lookups = {serial_hashes[i] for i, cert in enumerate(certs) if cert}
-    # Lock the cards first, in id order (see merchant_api.services.cards).
-    cards = (
-        {
-            row.id: row
-            for row in conn.execute(
-                sa.select(schema.cards, _has_pending_load.label("has_pending_load"))
-                .where(schema.cards.c.serial_hash.in_(lookups))
-                .order_by(schema.cards.c.id)
-                .with_for_update(of=schema.cards)
-            )
-        }
-        if lookups
-        else {}
-    )
-    card_by_hash = {row.serial_hash: row for row in cards.values()}
-    terminals = _terminals(
-        conn,
-        {cert.terminal_id for cert in certs if cert}
-        | ({caller.batch_terminal_code} if caller.batch_terminal_code else set()),
-    )
+    certs = [
+        item.cert if serial_hash else None
+        for item, serial_hash in zip(items, serial_hashes, strict=True)
+    ]
+    cards = {row.id: row for row in found.cards}
+    card_by_hash = {row.serial_hash: row for row in found.cards}
+    terminals = {row.terminal_code: row for row in found.terminals}
     tx_ids = {
         i: transaction_id(card.id, cert.counter)
         for i, cert in enumerate(certs)
         if cert
         if (card := card_by_hash.get(serial_hashes[i])) is not None
     }
-    wanted_ids = set(tx_ids.values())
-    existing = (
-        {
-            row.id: row.certificate_digest
-            for row in conn.execute(
-                sa.select(ct.c.id, ct.c.certificate_digest).where(ct.c.id.in_(wanted_ids))
-            )
-        }
-        if wanted_ids
-        else {}
-    )
+    existing = {row.id: row.certificate_digest for row in found.transactions}
     pending = _pending_loads(conn, [i for i, row in cards.items() if row.has_pending_load])
     purses = accounts_by_id(conn, [cards[i].purse_account_id for i in pending]) if pending else {}
     posted_balance = {
@@ -330,42 +372,12 @@ def accept(
         first_decided = decided[first]
         if first_decided is not None and first_decided.outcome == "quarantined":
             decided[index] = Decided("quarantined", first_decided.reason)
-
-    for index, row in plan.transactions.items():
-        decided_row = decided[index]
-        if decided_row is not None:
-            decided_row.row = row
     final = [d for d in decided if d is not None]
     assert len(final) == len(items), "every certificate is decided"
     _write(conn, ctx, items, final, plan, callers, source, now, day)
     for d in final:
         CERTIFICATES.labels(d.outcome, d.reason or "").inc()
-    return final
-
-
-_has_pending_load = (
-    sa.select(ld.c.id).where(ld.c.card_id == schema.cards.c.id, ld.c.status == "pending").exists()
-)
-
-
-def _terminals(conn: Connection, codes: set[str]) -> dict[str, Any]:
-    if not codes:
-        return {}
-    t, m = schema.terminals, schema.merchants
-    rows = conn.execute(
-        sa.select(
-            t.c.id,
-            t.c.terminal_code,
-            t.c.merchant_id,
-            t.c.kind,
-            m.c.kind.label("owner_kind"),
-            m.c.mdr_bps,
-            m.c.payable_account_id,
-        )
-        .select_from(t.join(m, m.c.id == t.c.merchant_id))
-        .where(t.c.terminal_code.in_(codes))
-    ).all()
-    return {row.terminal_code: row for row in rows}
+    return Accepted(final, list(plan.transactions.values()))
 
 
 def _pending_loads(conn: Connection, card_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Any]]:
@@ -524,7 +536,6 @@ def _write(
     now: int,
     day: str,
 ) -> None:
-    insert_rows(conn, ct, list(plan.transactions.values()))
     if plan.load_updates:
         # One statement for the batch's loads (a personalization batch confirms hundreds).
         credit_tx = {

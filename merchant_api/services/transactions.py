@@ -35,6 +35,7 @@ from merchant_api.pagination import page
 from merchant_api.schemas.cards import BatchAnswer, BatchItem, CardTransaction, GateBatch
 from merchant_api.schemas.common import Page
 from merchant_api.services import certificates, webhooks
+from merchant_api.services.certificate_store import Writes, store_for
 from merchant_api.wib import business_date, now_us, to_datetime
 
 ct, gb = schema.card_transactions, schema.gate_batches
@@ -110,11 +111,21 @@ def submit_many(
     duplicate (200) answer is stored with its claim here, so the change and its
     replayable answer commit together; a quarantined one is a 422 ApiError."""
     lease_s = ctx.limits.idempotency_lease_s
+    wanted = [(i, claim) for i, (_, _, claim) in enumerate(jobs) if claim is not None]
+    group = certificates.Group.of(
+        ctx,
+        [item for _, item, _ in jobs],
+        [certificates.Caller(principal.api_key_id, principal.owner) for principal, _, _ in jobs],
+    )
 
     def work(conn: Connection) -> list[Answer]:
+        # Every read in one call and every write in another (one round trip each on
+        # PostgreSQL, merchant_api.services.certificate_store); the claims go first.
+        store = store_for(conn)
         answers = [Answer() for _ in jobs]
-        wanted = [(i, claim) for i, (_, _, claim) in enumerate(jobs) if claim is not None]
-        claimed = idempotency.claim_in(conn, [claim for _, claim in wanted], lease_s)
+        claims = idempotency.Claims.prepare([c for _, c in wanted], lease_s) if wanted else None
+        found = store.read(group.reads(claims, endpoints=True))
+        claimed = claims.settle(conn, found.claimed) if claims is not None else []
         for (index, _), outcome in zip(wanted, claimed, strict=True):
             if isinstance(outcome, idempotency.Proceed):
                 answers[index].claim = outcome.claim
@@ -125,17 +136,17 @@ def submit_many(
         go = [
             i for i, answer in enumerate(answers) if answer.replay is None and answer.error is None
         ]
-        items = [jobs[i][1] for i in go]
-        callers = [certificates.Caller(jobs[i][0].api_key_id, jobs[i][0].owner) for i in go]
-        decided = certificates.accept(conn, ctx, items, callers, "api", now_us()) if go else []
-        duplicates = {d.transaction_id for d in decided if d.outcome == "duplicate"}
-        recorded = (
-            {row.id: row for row in conn.execute(sa.select(ct).where(ct.c.id.in_(duplicates)))}
-            if duplicates
-            else {}
+        accepted = (
+            certificates.decide(conn, ctx, group.only(go), found, "api", now_us())
+            if go
+            else certificates.Accepted([], [])
         )
+        recorded: dict[uuid.UUID, Any] = {row.id: row for row in found.transactions}
+        # A posted certificate answers with the row about to be written, and so does a
+        # copy of it later in this group (a duplicate of nothing recorded yet).
+        recorded.update((row["id"], SimpleNamespace(**row)) for row in accepted.transactions)
         done, events = [], []
-        for index, d in zip(go, decided, strict=True):
+        for index, d in zip(go, accepted.decided, strict=True):
             answer = answers[index]
             if d.outcome == "quarantined" or d.transaction_id is None:
                 answer.error = ApiError(
@@ -144,8 +155,7 @@ def submit_many(
                     "the certificate was not posted; it is kept in quarantine",
                 )
                 continue
-            row: Any = SimpleNamespace(**d.row) if d.row is not None else recorded[d.transaction_id]
-            out = transaction_out(row)
+            out = transaction_out(recorded[d.transaction_id])
             status = 201 if d.outcome == "posted" else 200
             body = msgspec.json.encode(out)
             answer.response = (status, body)
@@ -155,8 +165,11 @@ def submit_many(
                 answer.stored = True
             if d.outcome == "posted" and out.merchant_id is not None:
                 events.append((out.merchant_id, "card_transaction.posted", _event_data(out)))
-        webhooks.emit_many(conn, events)
-        idempotency.complete_in(conn, done)
+        event_rows, deliveries = webhooks.outbox_rows(events, found.endpoints)
+        store.write(
+            Writes(accepted.transactions, event_rows, deliveries, done),
+            commit=True,  # nothing follows: the answers go out once this returns
+        )
         return answers
 
     result: list[Answer] = write(ctx, work)

@@ -33,6 +33,7 @@ import random
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -43,7 +44,6 @@ from ledger import run_read, run_write
 from ledger.db import is_sqlite
 from merchant_api import schema
 from merchant_api.auth import Principal
-from merchant_api.bulk import insert_rows
 from merchant_api.context import ApiContext
 from merchant_api.errors import ApiError, ErrorCode, not_found
 from merchant_api.idempotency import derived_id
@@ -80,13 +80,15 @@ e, w, d = schema.events, schema.webhook_endpoints, schema.webhook_deliveries
 # --- Events --------------------------------------------------------------------------
 
 
-def emit_many(conn: Connection, wanted: list[tuple[uuid.UUID, str, dict[str, Any]]]) -> None:
-    """Record events (merchant, type, data) and queue each for every enabled endpoint that
-    wants it, in three statements however many there are."""
-    if not wanted:
-        return
+def outbox_rows(
+    wanted: list[tuple[uuid.UUID, str, dict[str, Any]]], endpoints: Sequence[Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Events (merchant, type, data) as rows, and one delivery row for each with every
+    endpoint of its merchant that wants it; the caller read `endpoints` (id, merchant_id,
+    events: the enabled ones, at least of these merchants) and inserts both in the
+    transaction of the change (`merchant_api.services.certificate_store`)."""
     now = now_us()
-    rows = [
+    events = [
         {
             "id": uuid.uuid4(),
             "merchant_id": merchant_id,
@@ -96,12 +98,6 @@ def emit_many(conn: Connection, wanted: list[tuple[uuid.UUID, str, dict[str, Any
         }
         for merchant_id, type_, data in wanted
     ]
-    insert_rows(conn, e, rows)
-    endpoints = conn.execute(
-        sa.select(w.c.id, w.c.merchant_id, w.c.events).where(
-            w.c.merchant_id.in_({row["merchant_id"] for row in rows}), w.c.status == "enabled"
-        )
-    ).all()
     deliveries = [
         {
             "event_id": row["id"],
@@ -110,12 +106,12 @@ def emit_many(conn: Connection, wanted: list[tuple[uuid.UUID, str, dict[str, Any
             "attempts": 0,
             "next_attempt_us": now,
         }
-        for row in rows
+        for row in events
         for endpoint in endpoints
         if endpoint.merchant_id == row["merchant_id"]
         and _wants(json.loads(endpoint.events), str(row["type"]))
     ]
-    insert_rows(conn, d, deliveries)
+    return events, deliveries
 
 
 def emit(conn: Connection, merchant_id: uuid.UUID, type_: str, data: dict[str, Any]) -> uuid.UUID:

@@ -9,19 +9,20 @@ import re
 import uuid
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 
 from card_reader.certificate import Journey, JourneyAction, TransitMode
-from ledger import Ledger
+from ledger import Ledger, make_engine
 from merchant_api import chart, schema
 from merchant_api.auth import Principal, Scope
 from merchant_api.context import ApiContext
-from merchant_api.idempotency import stored_key
+from merchant_api.idempotency import ClaimRequest, stored_key
 from merchant_api.services import certificates, transactions
 from tests.api.cards import SimulatedCard
-from tests.api.conftest import TEST_ROOT_KEY, World
+from tests.api.conftest import TEST_ROOT_KEY, World, make_context
 from tests.conftest import both_backends
 
 
@@ -139,6 +140,18 @@ def test_more_than_the_shadow_purse_holds_is_quarantined_with_the_ledger_code(
     assert [r.reason for r in quarantined(ctx)] == ["exceeds_credits"]
 
 
+def merchant_principal(ctx: ApiContext, world: World) -> Principal:
+    """The merchant's API key as the coalescer sees it (tests call submit_many directly)."""
+    with ctx.engine.connect() as conn:
+        key = conn.execute(
+            sa.select(schema.api_keys.c.id, schema.api_keys.c.prefix).where(
+                schema.api_keys.c.merchant_id == uuid.UUID(world.merchant_id),
+                schema.api_keys.c.scope == "merchant",
+            )
+        ).one()
+    return Principal(key.id, key.prefix, Scope.MERCHANT, uuid.UUID(world.merchant_id))
+
+
 @both_backends
 def test_a_certificate_twice_in_one_coalesced_group_is_refused_twice_when_the_ledger_refuses_it(
     world: World, ctx: ApiContext
@@ -152,14 +165,7 @@ def test_a_certificate_twice_in_one_coalesced_group_is_refused_twice_when_the_le
     card.balance = 10_000  # value the back office never loaded (a tampered chip)
     refused = card.debit(10_000, "POS-1").to_json()
     fine = good.debit(2_000, "POS-1").to_json()
-    with ctx.engine.connect() as conn:
-        key = conn.execute(
-            sa.select(schema.api_keys.c.id, schema.api_keys.c.prefix).where(
-                schema.api_keys.c.merchant_id == uuid.UUID(world.merchant_id),
-                schema.api_keys.c.scope == "merchant",
-            )
-        ).one()
-    principal = Principal(key.id, key.prefix, Scope.MERCHANT, uuid.UUID(world.merchant_id))
+    principal = merchant_principal(ctx, world)
     answers = transactions.submit_many(
         ctx, [(principal, certificates.parse(ctx, raw), None) for raw in (refused, refused, fine)]
     )
@@ -169,6 +175,74 @@ def test_a_certificate_twice_in_one_coalesced_group_is_refused_twice_when_the_le
     ]
     assert answers[2].response is not None and answers[2].response[0] == 201
     assert [r.reason for r in quarantined(ctx)] == ["exceeds_credits"]
+
+
+@both_backends
+def test_a_group_answers_recorded_certificates_and_copies_from_its_one_read_and_stores_them(
+    world: World, ctx: ApiContext
+) -> None:
+    """A coalesced group reads once, before deciding, and writes once: a certificate
+    recorded before answers 200 with the recorded transaction, a copy of one posted in the
+    same group answers 200 with that one's transaction, and every answer is stored with
+    its Idempotency-Key, so the same requests again are replays of them."""
+    card_id, card = world.issue_card()
+    world.load(card_id, card, 20_000)
+    other_id, other = world.issue_card()
+    world.load(other_id, other, 20_000)
+    recorded = card.debit(1_000, "POS-1").to_json()
+    first = world.merchant.ok(world.merchant.post("/v1/card-transactions", recorded), 201)
+    fresh = other.debit(2_000, "POS-1").to_json()
+    principal = merchant_principal(ctx, world)
+    jobs = [
+        (
+            principal,
+            certificates.parse(ctx, raw),
+            ClaimRequest(principal.api_key_id, f"group-{n}", json.dumps(raw).encode()),
+        )
+        for n, raw in enumerate((recorded, fresh, fresh))
+    ]
+
+    answers = transactions.submit_many(ctx, jobs)
+
+    responses = [answer.response for answer in answers]
+    assert [response[0] if response else None for response in responses] == [200, 201, 200]
+    assert responses[0] is not None and json.loads(responses[0][1]) == first
+    assert responses[1] is not None and responses[2] == (200, responses[1][1])
+    assert all(answer.stored for answer in answers)
+    again = transactions.submit_many(ctx, jobs)
+    assert [(a.replay.status, a.replay.body) if a.replay else None for a in again] == responses
+    assert balances(ctx, world, other_id)["card"] == 18_000  # posted once
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_group_whose_connection_died_runs_again_on_a_fresh_one(
+    world: World, ctx: ApiContext, database_url: str
+) -> None:
+    """A group's reads and writes go to PostgreSQL through psycopg itself (pipeline mode,
+    merchant_api.services.certificate_store): a connection found dead there is replaced,
+    and the group runs again on the fresh one and is answered, as when SQLAlchemy sends
+    the statement."""
+    card_id, card = world.issue_card()
+    world.load(card_id, card, 20_000)
+    raw = card.debit(1_000, "POS-1").to_json()
+    principal = merchant_principal(ctx, world)
+    # One pooled connection, never pinged: the group is the first to find it dead.
+    engine = make_engine(database_url, pool_size=1, max_overflow=0, pool_pre_ping=False)
+    try:
+        server = make_context(engine)
+        with engine.connect() as conn:
+            backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with ctx.engine.connect() as admin:
+            admin.exec_driver_sql(f"SELECT pg_terminate_backend({backend}, 10000)")  # gone
+
+        answers = transactions.submit_many(
+            server, [(principal, certificates.parse(server, raw), None)]
+        )
+
+        assert answers[0].response is not None and answers[0].response[0] == 201
+        assert balances(ctx, world, card_id)["card"] == 19_000
+    finally:
+        engine.dispose()
 
 
 def test_a_tap_in_records_the_journey_without_moving_money(world: World, ctx: ApiContext) -> None:
