@@ -171,7 +171,13 @@ class Claims:
             {
                 (row.api_key_id, row.key): row
                 for row in conn.execute(
-                    sa.select(t).where(sa.tuple_(t.c.api_key_id, t.c.key).in_(list(lost)))
+                    sa.select(t).where(
+                        # Each column on its own as well: SQLite uses no index for a
+                        # row-value IN, and would scan every key stored.
+                        t.c.api_key_id.in_({api_key_id for api_key_id, _ in lost}),
+                        t.c.key.in_({key for _, key in lost}),
+                        sa.tuple_(t.c.api_key_id, t.c.key).in_(list(lost)),
+                    )
                 )
             }
             if lost

@@ -127,12 +127,15 @@ class CoreStore:
             if reads.terminal_codes
             else []
         )
+        # The serial hashes on their own as well: SQLite uses no index for a row-value IN,
+        # and without them it scanned every card transaction ever recorded, per group.
         recorded = (
             conn.execute(
                 sa.select(ct)
-                .select_from(ct.join(cards, cards.c.id == ct.c.card_id))
+                .select_from(cards.join(ct, ct.c.card_id == cards.c.id))
                 .where(
-                    sa.tuple_(cards.c.serial_hash, ct.c.card_counter).in_(list(reads.transactions))
+                    cards.c.serial_hash.in_({serial_hash for serial_hash, _ in reads.transactions}),
+                    sa.tuple_(cards.c.serial_hash, ct.c.card_counter).in_(list(reads.transactions)),
                 )
             ).all()
             if reads.transactions
