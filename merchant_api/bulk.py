@@ -1,4 +1,4 @@
-"""Inserting many rows of one table in one statement.
+"""Many rows of one table in one statement: inserting them, and finding them by a pair.
 
 On PostgreSQL the rows travel as one array per column (in the binary wire format,
 `ledger.pgarrays`) and one `INSERT ... SELECT FROM unnest(...)` writes them all: one
@@ -6,10 +6,13 @@ statement for the database to run, and one statement text (so one prepared plan)
 whatever the number of rows. `executemany` would send and run an INSERT per row. SQLite
 gets `executemany` (in-process, nothing to save). `unnest_insert` is the PostgreSQL form
 itself, for callers that send it in a pipeline with other statements.
+
+`pair_in` finds rows by a pair of columns in a form both databases probe by index.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from functools import cache
 from typing import Any
 
@@ -19,6 +22,19 @@ from sqlalchemy.engine import Connection
 
 from ledger.db import is_sqlite
 from ledger.pgarrays import column
+
+
+def pair_in(
+    first: sa.ColumnElement[Any], second: sa.ColumnElement[Any], pairs: Collection[tuple[Any, Any]]
+) -> sa.ColumnElement[bool]:
+    """`(first, second) IN pairs`, with each column also filtered on its own: SQLite uses
+    no index for a row-value IN, and with only that it scans the whole table (the card
+    transactions or stored keys of a whole day, once per request)."""
+    return sa.and_(
+        first.in_({a for a, _ in pairs}),
+        second.in_({b for _, b in pairs}),
+        sa.tuple_(first, second).in_(list(pairs)),
+    )
 
 
 def insert_rows(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:

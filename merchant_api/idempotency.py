@@ -35,6 +35,7 @@ from ledger import run_write
 from ledger.db import is_sqlite
 from ledger.pgarrays import column, columns
 from merchant_api import schema
+from merchant_api.bulk import pair_in
 from merchant_api.errors import ApiError, ErrorCode
 from merchant_api.wib import now_us
 
@@ -170,15 +171,7 @@ class Claims:
         existing = (
             {
                 (row.api_key_id, row.key): row
-                for row in conn.execute(
-                    sa.select(t).where(
-                        # Each column on its own as well: SQLite uses no index for a
-                        # row-value IN, and would scan every key stored.
-                        t.c.api_key_id.in_({api_key_id for api_key_id, _ in lost}),
-                        t.c.key.in_({key for _, key in lost}),
-                        sa.tuple_(t.c.api_key_id, t.c.key).in_(list(lost)),
-                    )
-                )
+                for row in conn.execute(sa.select(t).where(pair_in(t.c.api_key_id, t.c.key, lost)))
             }
             if lost
             else {}

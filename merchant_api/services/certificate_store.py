@@ -36,7 +36,7 @@ from sqlalchemy.engine import Connection
 from ledger.db import is_sqlite
 from ledger.pgarrays import column
 from merchant_api import idempotency, schema
-from merchant_api.bulk import insert_rows, unnest_insert
+from merchant_api.bulk import insert_rows, pair_in, unnest_insert
 
 cards, terminals, merchants = schema.cards, schema.terminals, schema.merchants
 ct, ld, w = schema.card_transactions, schema.loads, schema.webhook_endpoints
@@ -127,16 +127,11 @@ class CoreStore:
             if reads.terminal_codes
             else []
         )
-        # The serial hashes on their own as well: SQLite uses no index for a row-value IN,
-        # and without them it scanned every card transaction ever recorded, per group.
         recorded = (
             conn.execute(
                 sa.select(ct)
                 .select_from(cards.join(ct, ct.c.card_id == cards.c.id))
-                .where(
-                    cards.c.serial_hash.in_({serial_hash for serial_hash, _ in reads.transactions}),
-                    sa.tuple_(cards.c.serial_hash, ct.c.card_counter).in_(list(reads.transactions)),
-                )
+                .where(pair_in(cards.c.serial_hash, ct.c.card_counter, reads.transactions))
             ).all()
             if reads.transactions
             else []

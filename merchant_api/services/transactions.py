@@ -13,7 +13,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -283,10 +282,6 @@ def submit_batch(
 
     status, encoded = write(ctx, work)
     return status, msgspec.json.decode(encoded, type=BatchAnswer)
-
-
-def batch_digest(raw_body: bytes) -> bytes:
-    return hashlib.sha256(raw_body).digest()
 
 
 def get_transaction(
