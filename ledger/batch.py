@@ -41,7 +41,9 @@ from ledger.codes import ResultCode
 from ledger.journal import canonical_metadata, content_hash
 from ledger.rules import request_problem
 from ledger.store import (
+    BoundedRow,
     Reads,
+    ShardDelta,
     Store,
     TransferRow,
     Writes,
@@ -127,11 +129,16 @@ class Loaded:
 
 @dataclass(slots=True)
 class Outcome:
-    applied: list[Recorded] = field(default_factory=list)
+    """What the batch has decided so far, across its parts."""
+
+    # One per request decided: its result code and transfer, or its refusal.
+    decided: list[tuple[ResultCode, Recorded] | Refused] = field(default_factory=list)
     # One per applied transfer: its balance effects by account, and the pending transfer
     # whose reservation it makes or releases (None if it touches no pending columns).
     effects: list[tuple[dict[Key, Columns], Key | None]] = field(default_factory=list)
     needs_open: set[Key] = field(default_factory=set)
+    # LINKED mode: the request that failed the batch (its index) and why.
+    linked_failure: tuple[int, Refused] | None = None
 
 
 class Refused(Exception):  # noqa: N818 - carries a result code, caught in this module
@@ -157,28 +164,17 @@ def _apply(
     store = store_for(conn)
     loaded = _load(store, requests)
     outcome = Outcome()
-    in_batch: dict[Key, Recorded] = {}
-    decided: list[tuple[ResultCode, Recorded] | Refused] = []
-    for index, request in enumerate(requests):
-        try:
-            recorded = _decide(request, loaded, in_batch, outcome, clock)
-        except Refused as refusal:
-            if mode is BatchMode.LINKED:
-                return _fail_linked(requests, index, refusal)
-            decided.append(refusal)
-            continue
-        if recorded.seq is not None or recorded.id.int in in_batch:
-            # Recorded before this batch, or earlier in it: the original result.
-            decided.append((ResultCode.EXISTS, recorded))
-        else:
-            in_batch[recorded.id.int] = recorded
-            outcome.applied.append(recorded)
-            decided.append((ResultCode.OK, recorded))
-    writes = _writes(outcome, loaded)
-    written = store.write(writes) if writes is not None else {}
+    # All or nothing: a linked batch is decided whole before anything of it is written.
+    part = PART_SIZE if mode is BatchMode.INDEPENDENT else max(len(requests), 1)
+    written = store.write(
+        _decided_parts(requests, mode, part, loaded, outcome, clock),
+        overlapped=len(requests) > part,
+    )
+    if outcome.linked_failure is not None:
+        return _fail_linked(requests, *outcome.linked_failure)
     seqs = {i.int: seq for i, seq in written.items()}
     results = []
-    for request, decision in zip(requests, decided, strict=True):
+    for request, decision in zip(requests, outcome.decided, strict=True):
         if isinstance(decision, Refused):
             results.append(TransferResult(request.id, decision.code, decision.detail))
         else:
@@ -186,6 +182,54 @@ def _apply(
             seq = recorded.seq if recorded.seq is not None else seqs[recorded.id.int]
             results.append(TransferResult(request.id, code, "", seq, recorded.timestamp_us))
     return results
+
+
+# Requests decided per part of an independent batch. Each part's writes go to the database
+# while the next part is decided (see `Store.write`), so the client's decision and the
+# server's writes overlap; a smaller part starts the server sooner but costs each of its
+# statements' fixed overhead more often.
+PART_SIZE = 250
+
+
+def _decided_parts(
+    requests: Sequence[Request],
+    mode: BatchMode,
+    part: int,
+    loaded: Loaded,
+    outcome: Outcome,
+    clock: Callable[[], int],
+) -> Iterator[Writes]:
+    """Decide `requests` part by part, yielding each part's writes as soon as it is decided.
+
+    The balance deltas of unbounded accounts and the recheck of their status are the last
+    part's, summed over the whole batch: those rows are locked when they are updated, and
+    updating them once, at the end, in (account, shard) order keeps the lock order of
+    ledger.store and holds a hot account's row only from there to COMMIT."""
+    in_batch: dict[Key, Recorded] = {}
+    for start in range(0, len(requests), part):
+        applied: list[Recorded] = []
+        first_effect = len(outcome.effects)
+        for index in range(start, min(start + part, len(requests))):
+            request = requests[index]
+            try:
+                recorded = _decide(request, loaded, in_batch, outcome, clock)
+            except Refused as refusal:
+                if mode is BatchMode.LINKED:
+                    outcome.linked_failure = (index, refusal)
+                    return
+                outcome.decided.append(refusal)
+                continue
+            if recorded.seq is not None or recorded.id.int in in_batch:
+                # Recorded before this batch, or earlier in it: the original result.
+                outcome.decided.append((ResultCode.EXISTS, recorded))
+            else:
+                in_batch[recorded.id.int] = recorded
+                applied.append(recorded)
+                outcome.decided.append((ResultCode.OK, recorded))
+        last = start + part >= len(requests)
+        writes = _writes(applied, outcome, first_effect, loaded, last=last)
+        if writes is not None:
+            yield writes
 
 
 def _fail_linked(
@@ -591,29 +635,36 @@ def _check_bounds(effects: dict[Key, Columns], accounts: dict[Key, AccountRow]) 
 # --- Writing -------------------------------------------------------------------------
 
 
-def _writes(outcome: Outcome, loaded: Loaded) -> Writes | None:
-    """The rows that write the applied transfers (None if nothing was applied).
+def _writes(
+    applied: list[Recorded], outcome: Outcome, first_effect: int, loaded: Loaded, *, last: bool
+) -> Writes | None:
+    """The rows that write one part's applied transfers (None if there is nothing to write).
 
-    Order matters: postings first (their transfer's insert trigger checks them), then
-    balances, then the transfers, so that every writer holds a transaction id before it
-    draws a seq (journal.sealing_horizon relies on that).
+    `outcome.effects[first_effect:]` are this part's; the last part also carries the whole
+    batch's unbounded deltas and status rechecks (see `_decided_parts`). Order matters:
+    postings first (their transfer's insert trigger checks them), then balances, then the
+    transfers, so that every writer holds a transaction id before it draws a seq
+    (journal.sealing_horizon relies on that).
     """
-    applied = outcome.applied
-    if not applied:
+    shard_deltas: list[ShardDelta] = []
+    recheck: list[tuple[uuid.UUID, str]] = []
+    if last and outcome.effects:  # something was applied in the batch
+        shard_deltas = _shard_deltas(outcome.effects, loaded.accounts)
+        recheck = [
+            (account.id, account.status.value)
+            for account in map(loaded.accounts.__getitem__, sorted(outcome.needs_open))
+        ]
+    if not applied and not shard_deltas and not recheck:
         return None
-    bounded, shard_deltas = _balance_writes(outcome.effects, loaded.accounts)
     return Writes(
         postings=[
             (t.id, leg, account_id, t.currency, amount)
             for t in applied
             for leg, (account_id, amount) in enumerate(t.legs)
         ],
-        bounded=bounded,
+        bounded=_bounded_rows(outcome.effects[first_effect:], loaded.accounts),
         shard_deltas=shard_deltas,
-        recheck=[
-            (account.id, account.status.value)
-            for account in map(loaded.accounts.__getitem__, sorted(outcome.needs_open))
-        ],
+        recheck=recheck,
         transfers=[_transfer_row(t) for t in applied],
     )
 
@@ -637,27 +688,35 @@ def _transfer_row(t: Recorded) -> TransferRow:
     )  # fmt: skip
 
 
-def _balance_writes(
+def _bounded_rows(
     effects: list[tuple[dict[Key, Columns], Key | None]], accounts: dict[Key, AccountRow]
-) -> tuple[
-    list[tuple[uuid.UUID, int, int, int, int]], list[tuple[uuid.UUID, int, int, int, int, int]]
-]:
-    """The batch's net change to each balance row.
+) -> list[BoundedRow]:
+    """New absolute balances of the bounded accounts these effects touch: their working
+    copies, already checked by `_check_bounds`, for rows locked since the read."""
+    touched = {key for effect, _ in effects for key in effect if accounts[key].bounded}
+    rows = []
+    for key in sorted(touched):
+        account = accounts[key]
+        b = account.balance
+        rows.append((account.id, b[0], b[1], b[2], b[3]))
+    return rows
 
-    A bounded account's single row gets its new absolute values (it is locked). An
-    unbounded account's posted deltas go to one shard picked at random for this
-    transaction; its pending deltas go to the shard its pending transfer's id maps to, so
-    that a reservation and its release always meet on the same row and no shard's pending
-    column can go below zero.
+
+def _shard_deltas(
+    effects: list[tuple[dict[Key, Columns], Key | None]], accounts: dict[Key, AccountRow]
+) -> list[ShardDelta]:
+    """The batch's net change to each unbounded account's balance rows.
+
+    Posted deltas go to one shard picked at random for this transaction; pending deltas go
+    to the shard its pending transfer's id maps to, so that a reservation and its release
+    always meet on the same row and no shard's pending column can go below zero.
     """
-    touched_bounded: set[Key] = set()
     posted: dict[Key, Columns] = {}
     pending: dict[tuple[Key, int], Columns] = {}
     for effect, reservation in effects:
         for key, d in effect.items():
             account = accounts[key]
             if account.bounded:
-                touched_bounded.add(key)
                 continue
             total = posted.get(key)
             if total is None:
@@ -682,17 +741,11 @@ def _balance_writes(
             total[DEBITS_POSTED] += d[DEBITS_POSTED]
             total[CREDITS_POSTED] += d[CREDITS_POSTED]
     # Sorted by (uuid.int, shard): the database's order of uuids is bytewise, as is int's.
-    shard_deltas = [
+    return [
         (accounts[key].id, shard, d[0], d[1], d[2], d[3])
         for (key, shard), d in sorted(spread.items(), key=_shard_key)
         if any(d)
     ]
-    bounded = []
-    for key in sorted(touched_bounded):
-        account = accounts[key]
-        b = account.balance
-        bounded.append((account.id, b[0], b[1], b[2], b[3]))
-    return bounded, shard_deltas
 
 
 def _shard_key(item: tuple[tuple[Key, int], Columns]) -> tuple[Key, int]:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -87,9 +88,15 @@ class Found:
 class Store(Protocol):
     def read(self, reads: Reads) -> Found: ...
 
-    def write(self, writes: Writes) -> dict[uuid.UUID, int]:
-        """Write a batch; returns each new transfer's seq. Raises a retryable error
-        (db.run_write runs the batch again) if an account in `writes.recheck` no longer
+    def write(self, parts: Iterator[Writes], *, overlapped: bool) -> dict[uuid.UUID, int]:
+        """Write a batch's parts in order; returns each new transfer's seq.
+
+        `parts` is lazy: the batch decides each part when the store asks for it. With
+        `overlapped`, a store that can sends each part and asks for the next without
+        waiting for the database, so that the batch's decision and the server's writes
+        run at the same time; a batch of one part is written without that machinery,
+        which costs more than it saves for a single round trip. Raises a retryable error
+        (db.run_write runs the batch again) if an account in a part's `recheck` no longer
         has the status the batch saw, read after the balance updates."""
 
 
@@ -145,43 +152,74 @@ class PostgresStore:
         found = msgspec.json.decode(answer[0], type=_ReadAnswer)
         return Found(found.transfers, found.resolutions, found.accounts)
 
-    def write(self, writes: Writes) -> dict[uuid.UUID, int]:
-        primary = [(a, *deltas) for a, shard, *deltas in writes.shard_deltas if shard == 0]
-        shards = [row for row in writes.shard_deltas if row[1] != 0]
-        ids, seqs = self._call(
-            _WRITE_CALL,
-            (
-                *columns(_POSTING_TYPES, writes.postings),
-                *columns(_BALANCE_TYPES, writes.bounded),
-                *columns(_BALANCE_TYPES, primary),
-                *columns(_SHARD_TYPES, shards),
-                *columns(_RECHECK_TYPES, writes.recheck),
-                *columns(_TRANSFER_TYPES, writes.transfers),
-            ),
-        )
-        return dict(zip(ids or (), seqs or (), strict=True))
+    def write(self, parts: Iterator[Writes], *, overlapped: bool) -> dict[uuid.UUID, int]:
+        """Each part is one ledger_write call. Overlapped, the calls go through psycopg's
+        pipeline: each is sent as soon as its part is decided and the answers are read at
+        the end, so the server writes one part while the client decides the next. An
+        error in any call aborts the rest and is raised when the pipeline ends."""
+        if not overlapped:
+            seqs: dict[uuid.UUID, int] = {}
+            for writes in parts:
+                seqs |= _new_seqs(self._call(_WRITE_CALL, _write_params(writes)))
+            return seqs
+        driver = self._driver()
+        with self._errors(_WRITE_CALL):
+            with driver.pipeline():
+                sent = [
+                    driver.cursor().execute(_WRITE_CALL, _write_params(writes)) for writes in parts
+                ]
+            # Leaving the pipeline waited for every answer.
+            rows = [cursor.fetchone() for cursor in sent]
+        return {i: seq for row in rows if row is not None for i, seq in _new_seqs(row).items()}
+
+    def _driver(self) -> psycopg.Connection[Any]:
+        return self._conn.connection.driver_connection  # type: ignore[return-value]
 
     def _call(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...]:
         """One statement, and its one row.
 
         psycopg is called directly, because SQLAlchemy's cursor would adapt the binary
-        arrays itself; its errors are turned into SQLAlchemy's, as SQLAlchemy would: a
-        lost connection is invalidated (the pool replaces it) and flagged, so that
-        db.run_write runs the transaction again on a fresh one."""
-        driver: psycopg.Connection[Any] = self._conn.connection.driver_connection  # type: ignore[assignment]
+        arrays itself."""
+        with self._errors(sql), self._driver().cursor() as cursor:
+            row = cursor.execute(sql, params).fetchone()
+        assert row is not None
+        return tuple(row)
+
+    @contextmanager
+    def _errors(self, sql: str) -> Iterator[None]:
+        """psycopg's errors turned into SQLAlchemy's, as SQLAlchemy would: a lost connection
+        is invalidated (the pool replaces it) and flagged, so that db.run_write runs the
+        transaction again on a fresh one."""
+        driver = self._driver()
         try:
-            with driver.cursor() as cursor:
-                row = cursor.execute(sql, params).fetchone()
+            yield
         except psycopg.Error as exc:
             lost = driver.broken
             if lost:
                 self._conn.invalidate(exc)
             raise sa.exc.DBAPIError.instance(
-                sql, params, exc, psycopg.Error, hide_parameters=True,
+                sql, None, exc, psycopg.Error, hide_parameters=True,
                 connection_invalidated=lost,
             ) from exc  # fmt: skip
-        assert row is not None
-        return tuple(row)
+
+
+def _write_params(writes: Writes) -> tuple[Any, ...]:
+    primary = [(a, *deltas) for a, shard, *deltas in writes.shard_deltas if shard == 0]
+    shards = [row for row in writes.shard_deltas if row[1] != 0]
+    return (
+        *columns(_POSTING_TYPES, writes.postings),
+        *columns(_BALANCE_TYPES, writes.bounded),
+        *columns(_BALANCE_TYPES, primary),
+        *columns(_SHARD_TYPES, shards),
+        *columns(_RECHECK_TYPES, writes.recheck),
+        *columns(_TRANSFER_TYPES, writes.transfers),
+    )
+
+
+def _new_seqs(row: Sequence[Any]) -> dict[uuid.UUID, int]:
+    """ledger_write's answer: its new transfers' ids and seqs (NULLs when it made none)."""
+    ids, seqs = row
+    return dict(zip(ids or (), seqs or (), strict=True))
 
 
 # ledger_write's parameters, in order: each group's element types (migration 0004).
@@ -234,7 +272,14 @@ class SqliteStore:
         ]
         return Found(transfers, resolutions, accounts)
 
-    def write(self, writes: Writes) -> dict[uuid.UUID, int]:
+    def write(self, parts: Iterator[Writes], *, overlapped: bool) -> dict[uuid.UUID, int]:
+        # In process, nothing can overlap: each part is written as it comes.
+        seqs: dict[uuid.UUID, int] = {}
+        for writes in parts:
+            seqs |= self._write(writes)
+        return seqs
+
+    def _write(self, writes: Writes) -> dict[uuid.UUID, int]:
         # Nothing else writes while BEGIN IMMEDIATE holds the lock: no status to recheck.
         db = self._db
         db.executemany(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from unittest.mock import patch
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -23,6 +24,7 @@ from hypothesis.stateful import (
 )
 from sqlalchemy.engine import Engine
 
+import ledger.batch
 from ledger import (
     AccountKind,
     AccountStatus,
@@ -131,8 +133,16 @@ def machine_for(fresh_engines: Callable[[], Engine]) -> type[RuleBasedStateMachi
         def void(self, data: st.DataObject) -> None:
             self._submit([VoidPending(uuid.uuid4(), self._draw_pending_id(data))])
 
-        @rule(data=st.data(), mode=st.sampled_from(list(BatchMode)), size=st.integers(2, 5))
-        def batch(self, data: st.DataObject, mode: BatchMode, size: int) -> None:
+        @rule(
+            data=st.data(),
+            mode=st.sampled_from(list(BatchMode)),
+            size=st.integers(2, 5),
+            part=st.integers(1, 6),
+        )
+        def batch(self, data: st.DataObject, mode: BatchMode, size: int, part: int) -> None:
+            """A batch, decided and written in parts of `part` requests (ledger.batch's
+            PART_SIZE, 250 in production): a request may depend on one in an earlier
+            part, already sent to the database but not yet answered."""
             requests: list[Request] = []
             for _ in range(size):
                 choice = data.draw(st.sampled_from(["transfer", "post", "void", "retry"]))
@@ -147,7 +157,8 @@ def machine_for(fresh_engines: Callable[[], Engine]) -> type[RuleBasedStateMachi
                 elif self.history:
                     requests.append(data.draw(st.sampled_from(self.history)))
             if requests:
-                self._submit(requests, mode)
+                with patch.object(ledger.batch, "PART_SIZE", part):
+                    self._submit(requests, mode)
 
         @precondition(lambda self: bool(self.history))
         @rule(data=st.data(), mutate=st.booleans())

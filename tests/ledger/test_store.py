@@ -40,7 +40,7 @@ def test_write_refuses_a_status_changed_since_the_read(
     ledger.set_status(credit, AccountStatus.FROZEN)
     transfer_id, writes = _writes(debit, credit, seen=AccountStatus.OPEN)
     with engine.connect() as conn, conn.begin(), pytest.raises(sa.exc.DBAPIError) as refused:
-        PostgresStore(conn).write(writes)
+        PostgresStore(conn).write(iter([writes]), overlapped=False)
     assert getattr(refused.value.orig, "sqlstate", None) == "40001"
     assert db._retryable(refused.value)
     assert ledger.get_transfer(transfer_id) is None
@@ -56,7 +56,7 @@ def test_write_accepts_the_status_the_batch_saw(
     ledger.set_status(credit, AccountStatus.FROZEN)
     transfer_id, writes = _writes(debit, credit, seen=AccountStatus.FROZEN)
     with engine.connect() as conn, conn.begin():
-        seqs = PostgresStore(conn).write(writes)
+        seqs = PostgresStore(conn).write(iter([writes]), overlapped=False)
     assert list(seqs) == [transfer_id]
     assert ledger.get_account(credit).credits_posted == 500  # type: ignore[union-attr]
 
@@ -79,3 +79,14 @@ def test_batch_functions_keep_generic_index_probe_plans(engine: Engine) -> None:
     for config in settings.values():
         assert {"plan_cache_mode=force_generic_plan", "enable_hashjoin=off",
                 "enable_mergejoin=off", "jit=off"} <= set(config)  # fmt: skip
+
+
+@on_postgresql
+def test_read_answers_in_json_text_not_jsonb(engine: Engine) -> None:
+    """ledger_read's answer is only decoded by the client, so it is built as `json`
+    (migration 0007): as jsonb, building it cost a 1,000-transfer batch about 4 ms more."""
+    with engine.connect() as conn:
+        result_type = conn.execute(
+            sa.text("SELECT pg_get_function_result('ledger_read'::regproc)")
+        ).scalar_one()
+    assert result_type == "json"
