@@ -140,9 +140,9 @@ def machine_for(fresh_engines: Callable[[], Engine]) -> type[RuleBasedStateMachi
             part=st.integers(1, 6),
         )
         def batch(self, data: st.DataObject, mode: BatchMode, size: int, part: int) -> None:
-            """A batch, decided and written in parts of `part` requests (ledger.batch's
-            PART_SIZE, 250 in production): a request may depend on one in an earlier
-            part, already sent to the database but not yet answered."""
+            """A batch, decided and written on PostgreSQL in parts of `part` requests
+            (ledger.batch's PART_SIZE, 250 in production): a request may depend on one in
+            an earlier part, already sent to the database but not yet answered."""
             requests: list[Request] = []
             for _ in range(size):
                 choice = data.draw(st.sampled_from(["transfer", "post", "void", "retry"]))
