@@ -1,14 +1,14 @@
 """A batch written in parts gives the results and balances of the same batch written whole.
 
 On PostgreSQL an independent batch is decided part by part, and each part's writes go to
-the database through psycopg's pipeline while the next part is decided
-(ledger.batch.PART_SIZE; SQLite, in process, writes every batch whole and runs the same
-batches as a check of the whole path). Requests here depend on each other across parts:
-a card loaded in one part pays in the next, a pending transfer made in one part is posted
-or voided in another, an id is repeated (identical or changed) parts later, and a card's
-maximum balance and no-overdraft bounds refuse some requests in between. Each batch is
-compared with the in-memory model, which knows nothing of parts, and every invariant is
-verified.
+the database through psycopg's pipeline while the next part is decided (ledger.batch's
+FIRST_PART, then PART_SIZE at a time; SQLite, in process, writes every batch whole and
+runs the same batches as a check of the whole path). Requests here depend on each other
+across parts: a card loaded in one part pays in the next, a pending transfer made in one
+part is posted or voided in another, an id is repeated (identical or changed) parts
+later, and a card's maximum balance and no-overdraft bounds refuse some requests in
+between. Each batch is compared with the in-memory model, which knows nothing of parts,
+and every invariant is verified.
 """
 
 from __future__ import annotations
@@ -58,9 +58,9 @@ steps = st.lists(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(plan=steps, part=st.integers(1, 8))
+@given(plan=steps, first=st.integers(1, 8), part=st.integers(1, 8))
 def test_a_batch_in_parts_matches_the_model(
-    engine: Engine, plan: list[tuple[str, int, int]], part: int
+    engine: Engine, plan: list[tuple[str, int, int]], first: int, part: int
 ) -> None:
     book = Ledger(engine)
     model = Model(now_us=0)
@@ -104,7 +104,10 @@ def test_a_batch_in_parts_matches_the_model(
                 earlier = replace(earlier, kind="sale")
             requests.append(earlier)
 
-    with patch.object(ledger.batch, "PART_SIZE", part):
+    with (
+        patch.object(ledger.batch, "FIRST_PART", first),
+        patch.object(ledger.batch, "PART_SIZE", part),
+    ):
         results = book.submit(requests, BatchMode.INDEPENDENT)
     assert [r.code for r in results] == model.apply_batch(requests, BatchMode.INDEPENDENT), [
         r.detail for r in results

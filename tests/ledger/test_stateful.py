@@ -137,12 +137,16 @@ def machine_for(fresh_engines: Callable[[], Engine]) -> type[RuleBasedStateMachi
             data=st.data(),
             mode=st.sampled_from(list(BatchMode)),
             size=st.integers(2, 5),
+            first=st.integers(1, 6),
             part=st.integers(1, 6),
         )
-        def batch(self, data: st.DataObject, mode: BatchMode, size: int, part: int) -> None:
-            """A batch, decided and written on PostgreSQL in parts of `part` requests
-            (ledger.batch's PART_SIZE, 250 in production): a request may depend on one in
-            an earlier part, already sent to the database but not yet answered."""
+        def batch(
+            self, data: st.DataObject, mode: BatchMode, size: int, first: int, part: int
+        ) -> None:
+            """A batch, decided and written on PostgreSQL in parts: `first` requests, then
+            `part` at a time (ledger.batch's FIRST_PART and PART_SIZE, 50 and 250 in
+            production). A request may depend on one in an earlier part, already sent to
+            the database but not yet answered."""
             requests: list[Request] = []
             for _ in range(size):
                 choice = data.draw(st.sampled_from(["transfer", "post", "void", "retry"]))
@@ -157,7 +161,10 @@ def machine_for(fresh_engines: Callable[[], Engine]) -> type[RuleBasedStateMachi
                 elif self.history:
                     requests.append(data.draw(st.sampled_from(self.history)))
             if requests:
-                with patch.object(ledger.batch, "PART_SIZE", part):
+                with (
+                    patch.object(ledger.batch, "FIRST_PART", first),
+                    patch.object(ledger.batch, "PART_SIZE", part),
+                ):
                     self._submit(requests, mode)
 
         @precondition(lambda self: bool(self.history))
