@@ -33,13 +33,13 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy.engine import Connection
 
 from ledger.codes import ResultCode
 from ledger.journal import canonical_metadata, content_hash
-from ledger.rules import request_problem
+from ledger.rules import Problem, request_problem
 from ledger.store import (
     BoundedRow,
     Reads,
@@ -62,6 +62,8 @@ from ledger.types import (
 )
 
 INT64_MAX = 2**63 - 1
+
+T = TypeVar("T")
 
 # (account_id, signed amount): debit positive, credit negative.
 Leg = tuple[uuid.UUID, int]
@@ -162,13 +164,20 @@ def _apply(
     conn: Connection, requests: Sequence[Request], mode: BatchMode, clock: Callable[[], int]
 ) -> list[TransferResult]:
     store = store_for(conn)
-    loaded = _load(store, requests)
+    # What each request says on its own is worked out while the database reads (in a
+    # batch larger than a first part: below that, overlapping costs more than it saves).
+    loaded, drafts = _load(
+        store,
+        requests,
+        lambda: [_draft(r) for r in requests],
+        overlapped=len(requests) > FIRST_PART,
+    )
     outcome = Outcome()
     # All or nothing: a linked batch is decided whole before anything of it is written.
     whole = mode is BatchMode.LINKED or not store.overlaps_writes
     first, size = (len(requests), len(requests)) if whole else (FIRST_PART, PART_SIZE)
     written = store.write(
-        _decided_parts(requests, mode, first, size, loaded, outcome, clock),
+        _decided_parts(requests, drafts, mode, first, size, loaded, outcome, clock),
         overlapped=len(requests) > first,
     )
     if outcome.linked_failure is not None:
@@ -198,6 +207,7 @@ PART_SIZE = 250
 
 def _decided_parts(
     requests: Sequence[Request],
+    drafts: list[Draft],
     mode: BatchMode,
     first: int,
     size: int,
@@ -220,7 +230,7 @@ def _decided_parts(
         for index in range(start, end):
             request = requests[index]
             try:
-                recorded = _decide(request, loaded, in_batch, outcome, clock)
+                recorded = _decide(request, drafts[index], loaded, in_batch, outcome, clock)
             except Refused as refusal:
                 if mode is BatchMode.LINKED:
                     outcome.linked_failure = (index, refusal)
@@ -301,8 +311,11 @@ def _collector_paused() -> Iterator[None]:
 # --- Reading -------------------------------------------------------------------------
 
 
-def _load(store: Store, requests: Sequence[Request]) -> Loaded:
-    """Everything the batch decides on, in as few round trips as the data allows.
+def _load(
+    store: Store, requests: Sequence[Request], meanwhile: Callable[[], T], *, overlapped: bool
+) -> tuple[Loaded, T]:
+    """Everything the batch decides on, in as few round trips as the data allows, and what
+    `meanwhile` returns, run while the first read is on the server (`Store.read`).
 
     The first read asks for the requests' own ids, their pending and linked transfers,
     and the accounts their postings name (the store locks the bounded ones). A second
@@ -330,8 +343,8 @@ def _load(store: Store, requests: Sequence[Request]) -> Loaded:
         resolutions=list(pending_ids.values()),
         accounts=list(account_ids.values()),
     )
-    while reads.transfers or reads.accounts:
-        found = store.read(reads)
+    found, done_meanwhile = store.read(reads, meanwhile, overlapped=overlapped)
+    while True:
         transfers |= _recorded(found.transfers)
         resolutions |= {pid.int: Phase(phase) for pid, phase in found.resolutions}
         for row in found.accounts:
@@ -357,9 +370,17 @@ def _load(store: Store, requests: Sequence[Request]) -> Loaded:
             resolutions=list(retried_pendings.values()),
             accounts=list(leg_accounts.values()),
         )
+        if not (reads.transfers or reads.accounts):
+            break
+        found, _ = store.read(reads, _nothing, overlapped=False)
     existing = {i: transfers[i] for i in request_ids.keys() & transfers.keys()}
     pendings = {i: transfers[i] for i in pending_ids.keys() & transfers.keys()}
-    return Loaded(existing, pendings, resolutions, linked_ids.keys() & transfers.keys(), accounts)
+    loaded = Loaded(existing, pendings, resolutions, linked_ids.keys() & transfers.keys(), accounts)
+    return loaded, done_meanwhile
+
+
+def _nothing() -> None:
+    return None
 
 
 def _recorded(rows: list[tuple[Any, ...]]) -> dict[Key, Recorded]:
@@ -408,18 +429,37 @@ def _account_row(row: tuple[Any, ...]) -> AccountRow:
 # --- Deciding ------------------------------------------------------------------------
 
 
+class Draft(NamedTuple):
+    """What a request says on its own, worked out before anything is read: the first rule
+    it breaks (None if none), its metadata's canonical text, and its legs as signed
+    amounts (None for a full post, which takes its pending transfer's legs)."""
+
+    problem: Problem | None
+    metadata_json: str
+    legs: tuple[Leg, ...] | None
+
+
+def _draft(request: Request) -> Draft:
+    problem = request_problem(request)
+    if problem:
+        return Draft(problem, "", ())
+    postings = request.postings if isinstance(request, (Transfer, PostPending)) else ()
+    legs = None if postings is None else tuple((p.account_id, p.signed_amount) for p in postings)
+    return Draft(None, canonical_metadata(request.metadata), legs)
+
+
 def _decide(
     request: Request,
+    draft: Draft,
     loaded: Loaded,
     in_batch: dict[Key, Recorded],
     outcome: Outcome,
     clock: Callable[[], int],
 ) -> Recorded:
     """The transfer `request` records, or Refused. Mutates bounded balances on success."""
-    problem = request_problem(request)
-    if problem:
-        raise Refused(*problem)
-    wanted = _intended(request, loaded, in_batch, clock())
+    if draft.problem:
+        raise Refused(*draft.problem)
+    wanted = _intended(request, draft, loaded, in_batch, clock())
     key = request.id.int
     prior = loaded.existing.get(key) or in_batch.get(key)
     if prior is not None:
@@ -446,12 +486,15 @@ def _decide(
 
 
 def _intended(
-    request: Request, loaded: Loaded, in_batch: dict[Key, Recorded], timestamp_us: int
+    request: Request,
+    draft: Draft,
+    loaded: Loaded,
+    in_batch: dict[Key, Recorded],
+    timestamp_us: int,
 ) -> Recorded:
     """The request in the journal's own terms (legs as signed amounts), stamped."""
-    meta = canonical_metadata(request.metadata)
     if isinstance(request, Transfer):
-        legs = tuple((p.account_id, p.signed_amount) for p in request.postings)
+        legs = draft.legs or ()
         first = loaded.accounts.get(legs[0][0].int)
         phase = Phase.PENDING if request.pending else Phase.POSTED
         return Recorded(
@@ -462,7 +505,7 @@ def _intended(
             pending_id=None,
             linked_id=request.linked_id,
             timeout_s=request.timeout_s,
-            metadata_json=meta,
+            metadata_json=draft.metadata_json,
             timestamp_us=timestamp_us,
             legs=legs,
         )
@@ -470,10 +513,7 @@ def _intended(
     pending = loaded.pendings.get(pending_key) or in_batch.get(pending_key)
     if isinstance(request, PostPending):
         phase = Phase.POST_PENDING
-        if request.postings is None:
-            legs = pending.legs if pending else ()
-        else:
-            legs = tuple((p.account_id, p.signed_amount) for p in request.postings)
+        legs = draft.legs if draft.legs is not None else pending.legs if pending else ()
     else:
         phase = Phase.VOID_PENDING if isinstance(request, VoidPending) else Phase.EXPIRE_PENDING
         legs = ()
@@ -485,7 +525,7 @@ def _intended(
         pending_id=request.pending_id,
         linked_id=None,
         timeout_s=0,
-        metadata_json=meta,
+        metadata_json=draft.metadata_json,
         timestamp_us=timestamp_us,
         legs=legs,
     )

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import psycopg
@@ -29,6 +29,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ledger.pgarrays import column, columns
+
+T = TypeVar("T")
 
 # Row shapes both stores return (PostgreSQL's ledger_read builds the same arrays).
 TRANSFER_COLUMNS = (
@@ -90,7 +92,12 @@ class Store(Protocol):
     # database works while the client decides, that is, not in process.
     overlaps_writes: bool
 
-    def read(self, reads: Reads) -> Found: ...
+    def read(
+        self, reads: Reads, meanwhile: Callable[[], T], *, overlapped: bool
+    ) -> tuple[Found, T]:
+        """What `reads` asks for, and what `meanwhile` returns. With `overlapped`, a store
+        that can runs `meanwhile` while the database answers (worth it for a large batch
+        only, as for `write`)."""
 
     def write(self, parts: Iterator[Writes], *, overlapped: bool) -> dict[uuid.UUID, int]:
         """Write a batch's parts in order; returns each new transfer's seq.
@@ -146,17 +153,24 @@ class PostgresStore:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    def read(self, reads: Reads) -> Found:
-        answer = self._call(
-            "SELECT ledger_read(%b::uuid[], %b::uuid[], %b::uuid[])::text",
-            (
-                column("uuid", list(reads.transfers)),
-                column("uuid", list(reads.resolutions)),
-                column("uuid", list(reads.accounts)),
-            ),
+    def read(
+        self, reads: Reads, meanwhile: Callable[[], T], *, overlapped: bool
+    ) -> tuple[Found, T]:
+        params = (
+            column("uuid", list(reads.transfers)),
+            column("uuid", list(reads.resolutions)),
+            column("uuid", list(reads.accounts)),
         )
-        found = msgspec.json.decode(answer[0], type=_ReadAnswer)
-        return Found(found.transfers, found.resolutions, found.accounts)
+        if not overlapped:
+            return _found(self._call(_READ_CALL, params)), meanwhile()
+        driver = self._driver()
+        with self._errors(_READ_CALL):
+            with driver.pipeline():
+                cursor = driver.cursor().execute(_READ_CALL, params)
+                done = meanwhile()
+            row = cursor.fetchone()
+        assert row is not None
+        return _found(row), done
 
     def write(self, parts: Iterator[Writes], *, overlapped: bool) -> dict[uuid.UUID, int]:
         """Each part is one ledger_write call. Overlapped, the calls go through psycopg's
@@ -207,6 +221,14 @@ class PostgresStore:
                 sql, None, exc, psycopg.Error, hide_parameters=True,
                 connection_invalidated=lost,
             ) from exc  # fmt: skip
+
+
+_READ_CALL = "SELECT ledger_read(%b::uuid[], %b::uuid[], %b::uuid[])::text"
+
+
+def _found(row: Sequence[Any]) -> Found:
+    answer = msgspec.json.decode(row[0], type=_ReadAnswer)
+    return Found(answer.transfers, answer.resolutions, answer.accounts)
 
 
 def _write_params(writes: Writes) -> tuple[Any, ...]:
@@ -269,7 +291,13 @@ class SqliteStore:
             return []
         return [tuple(row) for row in self._db.execute(sql, (_hex_list(ids),)).fetchall()]
 
-    def read(self, reads: Reads) -> Found:
+    def read(
+        self, reads: Reads, meanwhile: Callable[[], T], *, overlapped: bool
+    ) -> tuple[Found, T]:
+        # In process, nothing can overlap.
+        return self._read(reads), meanwhile()
+
+    def _read(self, reads: Reads) -> Found:
         rows = self._rows(SQLITE_TRANSFERS, reads.transfers)
         transfers = [_transfer_row(r) for r in rows]
         resolutions = [
