@@ -163,6 +163,8 @@ def apply_batch(
 def _apply(
     conn: Connection, requests: Sequence[Request], mode: BatchMode, clock: Callable[[], int]
 ) -> list[TransferResult]:
+    if not requests:
+        return []
     store = store_for(conn)
     # What each request says on its own is worked out while the database reads (in a
     # batch larger than a first part: below that, overlapping costs more than it saves).

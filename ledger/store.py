@@ -141,12 +141,13 @@ class PostgresStore:
     msgspec.
 
     Round trips: one per call, plus the transaction's BEGIN and COMMIT. psycopg's
-    pipeline mode could carry BEGIN with the read and COMMIT with the write (two round
-    trips instead of four), and did until 2026-11-29, but its client costs more CPU than
-    the two round trips it saves: per hot single commit (medians of six alternating
-    samples), the client's CPU fell from 675 to 535 us without it, the server's from
-    760 to 705 us, and even one writer's wall time fell (1,589 to 1,417 us). Hot commits
-    from many writers on few cores are bound by CPU, not by round trips."""
+    pipeline mode serves a large batch only, to overlap the client's work with the
+    server's (`read` and `write` with `overlapped`). For a small batch it costs more
+    client CPU than the round trips it could save: per hot single commit (medians of six
+    alternating samples, 2026-11-29), the client's CPU fell from 675 to 535 us without
+    it, the server's from 760 to 705 us, and even one writer's wall time fell (1,589 to
+    1,417 us). Hot commits from many writers on few cores are bound by CPU, not by round
+    trips."""
 
     overlaps_writes = True
 
