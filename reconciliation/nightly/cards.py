@@ -26,11 +26,12 @@ anchor (the certificate just below tonight's floor) up. What each break proves:
 
 from __future__ import annotations
 
+import contextlib
 import json
-import multiprocessing
+import queue
 import struct
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -280,7 +281,6 @@ def purse_subject(card_id: str) -> str:
 
 
 SIGNATURE_BATCH_ROWS = 50_000
-PARALLEL_FROM_ROWS = 200_000  # below this, worker processes cost more than they save
 _U32 = 2**32 - 1
 # What a card MACs (card_reader's `Certificate.signed_bytes`) is _FIXED_HEAD (version, kind,
 # serial, counter, amount, balance, seconds, terminal seq), the terminal id with its length
@@ -316,11 +316,11 @@ def verify_batch(
 ) -> list[tuple[str, int, int]]:
     """(card, counter, amount) of every certificate in `batch` whose MAC does not verify.
 
-    Runs in the job's process or in a worker process; serials are unsealed here, in memory,
-    for key diversification only. The batch is ordered by card: per card, one unsealing,
-    one key derivation and one keyed CMAC that has absorbed the card's fixed prefix, copied
-    for each of its certificates. A record that no longer even encodes as a certificate (a
-    value out of range, an unknown kind) cannot carry the card's MAC either."""
+    Serials are unsealed here, in memory, for key diversification only. The batch is
+    ordered by card: per card, one unsealing, one key derivation and one keyed CMAC that
+    has absorbed the card's fixed prefix, copied for each of its certificates. A record that
+    no longer even encodes as a certificate (a value out of range, an unknown kind) cannot
+    carry the card's MAC either."""
     unseal = secrets.unsealer(SERIAL_PURPOSE)
     certificate_key = keys.certificate_keys()
     sealed = batch.column("serial_sealed")
@@ -397,39 +397,43 @@ def check_signatures(
     day: str,
     keys: BackOfficeKeys,
     secrets: ApiSecrets,
-    workers: int,
     tick: Callable[[], None],
     shards: int = 1,
 ) -> CheckResult:
     """Re-verify the MAC of every certificate recorded on `day`, card by card.
 
     The API verified each one before accepting it; this proves the stored record is still
-    exactly what the card signed (an edit behind the API's back breaks the MAC). A large
-    day is verified in batches by `workers` processes, at most two batches each in flight;
-    the batches are read shard by shard, so DuckDB orders one shard at a time.
+    exactly what the card signed (an edit behind the API's back breaks the MAC). DuckDB
+    orders and packs the batches shard by shard on a thread of its own while this one
+    verifies them: at about a microsecond per certificate, worker processes cost more CPU
+    in start-up and in shipping batches than they save (docs/reconciliation.md).
     """
     result = CheckResult(Source.CARDS)
-    ((total,),) = duck.execute(
-        "SELECT count(*) FROM tx WHERE business_date = $day", {"day": day}
-    ).fetchall()
-    reader = _signature_batches(duck, day, shards)
+    batches: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(maxsize=2)
+
+    def read() -> None:
+        try:
+            for batch in _signature_batches(duck, day, shards):
+                batches.put(batch)
+        except BaseException as exc:  # handed to the verifying thread, which raises it
+            batches.put(exc)
+        else:
+            batches.put(None)
+
+    reader = threading.Thread(target=read, name="signature-batches")
+    reader.start()
     bad: list[tuple[str, int, int]] = []
-    if total < PARALLEL_FROM_ROWS or workers < 2:
-        for batch in reader:
+    try:
+        while (batch := batches.get()) is not None:
+            if isinstance(batch, BaseException):
+                raise batch
             bad.extend(verify_batch(batch, keys, secrets))
             tick()
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            in_flight: list[Future[list[tuple[str, int, int]]]] = []
-            for batch in reader:
-                in_flight.append(pool.submit(verify_batch, batch, keys, secrets))
-                while len(in_flight) >= 2 * workers:
-                    bad.extend(in_flight.pop(0).result())
-                    tick()
-            for future in in_flight:
-                bad.extend(future.result())
-                tick()
+    finally:
+        while reader.is_alive():  # a failed verification: let the reader finish and stop
+            with contextlib.suppress(queue.Empty):
+                batches.get(timeout=0.1)
+        reader.join()
     for (card_id,) in duck.execute(
         "SELECT DISTINCT card_id FROM tx WHERE business_date = $day", {"day": day}
     ).fetchall():

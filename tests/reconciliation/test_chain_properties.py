@@ -167,7 +167,7 @@ def test_the_signature_recheck_rejects_exactly_the_edited_records(
         load_rows(duck, "tx", (*TX_COLUMNS, Column("shard", "INTEGER")), rows)
         sealed = SECRETS.seal(SERIAL_PURPOSE, serial).hex()
         load_rows(duck, "cards", CARD_COLUMNS, [(CARD, "active", CARD, 0, 0, 0, sealed)])
-        result = check_signatures(duck, "2026-01-01", KEYS, SECRETS, 1, lambda: None)
+        result = check_signatures(duck, "2026-01-01", KEYS, SECRETS, lambda: None)
         duck.close()
     rejected = {f.reference for f in result.findings if f.type is BreakType.SIGNATURE_INVALID}
     assert rejected == {str(counter) for counter in edited}, edited
