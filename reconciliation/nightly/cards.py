@@ -62,8 +62,12 @@ QUARANTINE_TYPES = {
     "mac_invalid": BreakType.SIGNATURE_INVALID,
 }
 
+# A card's first row below its floor is the anchor, the certificate tonight's chain continues
+# from: an earlier night checked the chain up to it, so no gap is counted before it. A first
+# row at or above the floor means the card has no earlier certificate: a gap from 1.
+_NOT_THE_ANCHOR = "(prev_counter IS NOT NULL OR card_counter >= floor)"
 _CHAIN = """
-SELECT card_id, card_counter, kind, amount, balance_after, card_time_us,
+SELECT card_id, card_counter, kind, amount, balance_after, card_time_us, floor,
        lag(card_counter) OVER w AS prev_counter,
        lag(balance_after) OVER w AS prev_balance,
        max(card_time_us) OVER (PARTITION BY card_id ORDER BY card_counter
@@ -94,7 +98,7 @@ def _chain_shard(duck: duckdb.DuckDBPyConnection, shard: int, result: CheckResul
         f"""
         WITH c AS ({_CHAIN})
         SELECT 'gap', card_id, coalesce(prev_counter, 0) + 1, card_counter - 1, 0, 0
-          FROM c WHERE card_counter > coalesce(prev_counter, 0) + 1
+          FROM c WHERE card_counter > coalesce(prev_counter, 0) + 1 AND {_NOT_THE_ANCHOR}
         UNION ALL
         SELECT 'chain', card_id, card_counter, card_counter,
                prev_balance + CASE kind WHEN 'credit' THEN amount ELSE -amount END,
@@ -156,16 +160,17 @@ def check_shadow_balances(duck: duckdb.DuckDBPyConnection) -> CheckResult:
     for (card_id,) in duck.execute("SELECT card_id FROM cards").fetchall():
         result.examined.add(purse_subject(card_id))
     rows = duck.execute(
-        """
+        f"""
         WITH last AS (
             SELECT card_id, arg_max(balance_after, card_counter) AS reported,
                    max(card_counter) AS counter
             FROM tx GROUP BY card_id),
         gaps AS (
             SELECT DISTINCT card_id FROM (
-                SELECT card_id, card_counter,
-                       lag(card_counter) OVER (PARTITION BY card_id ORDER BY card_counter) AS p
-                FROM tx) WHERE card_counter > coalesce(p, 0) + 1)
+                SELECT card_id, card_counter, floor,
+                       lag(card_counter) OVER (PARTITION BY card_id ORDER BY card_counter)
+                           AS prev_counter
+                FROM tx) WHERE card_counter > coalesce(prev_counter, 0) + 1 AND {_NOT_THE_ANCHOR})
         SELECT c.card_id, c.credits_posted - c.debits_posted, l.reported, l.counter
         FROM cards c JOIN last l USING (card_id)
         WHERE c.status <> 'replaced'
