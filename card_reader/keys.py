@@ -27,7 +27,7 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -132,23 +132,47 @@ def diversify(master_key: bytes, diversification_input: bytes) -> bytes:
 
     Constraints: master_key 16 bytes; diversification_input 1 to 31 bytes.
     """
-    _check_key(master_key)
-    if not 1 <= len(diversification_input) <= MAX_DIVERSIFICATION_INPUT:
-        raise KeyMaterialError(
-            "diversification_input_length_invalid",
-            f"AN10922 takes 1 to {MAX_DIVERSIFICATION_INPUT} bytes",
-        )
-    data = AN10922_AES128_CONSTANT + diversification_input
-    k1, k2 = _cmac_subkeys(master_key)
-    if len(data) < 2 * BLOCK:
-        data = data + b"\x80" + bytes(2 * BLOCK - len(data) - 1)
-        last_mask = k2
-    else:
-        last_mask = k1
-    last = bytes(a ^ b for a, b in zip(data[BLOCK:], last_mask, strict=True))
-    encryptor = Cipher(algorithms.AES(master_key), modes.CBC(bytes(BLOCK))).encryptor()
-    out = encryptor.update(data[:BLOCK] + last)
-    return out[BLOCK:]
+    return Diversifier(master_key).derive(diversification_input)
+
+
+class Diversifier:
+    """`diversify` under one master key, for many inputs: the master's subkeys and cipher
+    are set up once (they cost more than a derivation itself). Holds key material: its
+    repr is redacted."""
+
+    __slots__ = ("_encrypt_block", "_k1", "_k2")
+
+    def __init__(self, master_key: bytes) -> None:
+        _check_key(master_key)
+        self._k1, self._k2 = _cmac_subkeys(master_key)
+        # ECB of one block at a time is the raw block cipher; the two-block CBC with a zero
+        # IV that AN10922 specifies is spelled out in `derive`.
+        ecb = modes.ECB()  # noqa: S305 - one block at a time, chained in `derive`
+        self._encrypt_block = Cipher(algorithms.AES(master_key), ecb).encryptor()
+
+    def __repr__(self) -> str:
+        return f"Diversifier({REDACTED})"
+
+    def derive(self, diversification_input: bytes) -> bytes:
+        if not 1 <= len(diversification_input) <= MAX_DIVERSIFICATION_INPUT:
+            raise KeyMaterialError(
+                "diversification_input_length_invalid",
+                f"AN10922 takes 1 to {MAX_DIVERSIFICATION_INPUT} bytes",
+            )
+        data = AN10922_AES128_CONSTANT + diversification_input
+        if len(data) < 2 * BLOCK:
+            data = data + b"\x80" + bytes(2 * BLOCK - len(data) - 1)
+            last_mask = self._k2
+        else:
+            last_mask = self._k1
+        # CBC, zero IV: C1 = E(P1), C2 = E(C1 xor P2'); the key is C2.
+        first = self._encrypt_block.update(data[:BLOCK])
+        chained = _xor(_xor(data[BLOCK:], last_mask), first)
+        return self._encrypt_block.update(chained)
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(BLOCK, "big")
 
 
 def diversification_input(card_serial: bytes, role: KeyRole) -> bytes:
@@ -224,6 +248,16 @@ class BackOfficeKeys:
 
     def certificate_key(self, card_serial: bytes) -> bytes:
         return card_key(self.certificate_master, card_serial, KeyRole.CERTIFICATE)
+
+    def certificate_keys(self) -> Callable[[bytes], bytes]:
+        """`certificate_key` for many cards (the nightly MAC re-check): the master's set-up
+        is done once, not per card."""
+        diversifier = Diversifier(self.certificate_master)
+
+        def certificate_key(card_serial: bytes) -> bytes:
+            return diversifier.derive(diversification_input(card_serial, KeyRole.CERTIFICATE))
+
+        return certificate_key
 
     def load_key(self, card_serial: bytes) -> bytes:
         return card_key(self.load_master, card_serial, KeyRole.LOAD)

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -71,8 +72,17 @@ class ApiSecrets:
         return nonce + AESGCM(self.sealing_key).encrypt(nonce, plaintext, purpose.encode())
 
     def unseal(self, purpose: str, sealed: bytes) -> bytes:
-        nonce, ciphertext = sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:]
-        return AESGCM(self.sealing_key).decrypt(nonce, ciphertext, purpose.encode())
+        return self.unsealer(purpose)(sealed)
+
+    def unsealer(self, purpose: str) -> Callable[[bytes], bytes]:
+        """`unseal` for many values of one purpose: the cipher is set up once."""
+        aead = AESGCM(self.sealing_key)
+        label = purpose.encode()
+
+        def unseal(sealed: bytes) -> bytes:
+            return aead.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], label)
+
+        return unseal
 
 
 def _derive(root_key: bytes, label: bytes) -> bytes:

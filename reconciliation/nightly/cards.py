@@ -26,16 +26,18 @@ anchor (the certificate just below tonight's floor) up. What each break proves:
 
 from __future__ import annotations
 
-import hmac
+import contextlib
 import json
-import multiprocessing
+import queue
 import struct
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import pyarrow as pa
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC
 
@@ -60,8 +62,12 @@ QUARANTINE_TYPES = {
     "mac_invalid": BreakType.SIGNATURE_INVALID,
 }
 
+# A card's first row below its floor is the anchor, the certificate tonight's chain continues
+# from: an earlier night checked the chain up to it, so no gap is counted before it. A first
+# row at or above the floor means the card has no earlier certificate: a gap from 1.
+_NOT_THE_ANCHOR = "(prev_counter IS NOT NULL OR card_counter >= floor)"
 _CHAIN = """
-SELECT card_id, card_counter, kind, amount, balance_after, card_time_us,
+SELECT card_id, card_counter, kind, amount, balance_after, card_time_us, floor,
        lag(card_counter) OVER w AS prev_counter,
        lag(balance_after) OVER w AS prev_balance,
        max(card_time_us) OVER (PARTITION BY card_id ORDER BY card_counter
@@ -92,7 +98,7 @@ def _chain_shard(duck: duckdb.DuckDBPyConnection, shard: int, result: CheckResul
         f"""
         WITH c AS ({_CHAIN})
         SELECT 'gap', card_id, coalesce(prev_counter, 0) + 1, card_counter - 1, 0, 0
-          FROM c WHERE card_counter > coalesce(prev_counter, 0) + 1
+          FROM c WHERE card_counter > coalesce(prev_counter, 0) + 1 AND {_NOT_THE_ANCHOR}
         UNION ALL
         SELECT 'chain', card_id, card_counter, card_counter,
                prev_balance + CASE kind WHEN 'credit' THEN amount ELSE -amount END,
@@ -154,16 +160,17 @@ def check_shadow_balances(duck: duckdb.DuckDBPyConnection) -> CheckResult:
     for (card_id,) in duck.execute("SELECT card_id FROM cards").fetchall():
         result.examined.add(purse_subject(card_id))
     rows = duck.execute(
-        """
+        f"""
         WITH last AS (
             SELECT card_id, arg_max(balance_after, card_counter) AS reported,
                    max(card_counter) AS counter
             FROM tx GROUP BY card_id),
         gaps AS (
             SELECT DISTINCT card_id FROM (
-                SELECT card_id, card_counter,
-                       lag(card_counter) OVER (PARTITION BY card_id ORDER BY card_counter) AS p
-                FROM tx) WHERE card_counter > coalesce(p, 0) + 1)
+                SELECT card_id, card_counter, floor,
+                       lag(card_counter) OVER (PARTITION BY card_id ORDER BY card_counter)
+                           AS prev_counter
+                FROM tx) WHERE card_counter > coalesce(prev_counter, 0) + 1 AND {_NOT_THE_ANCHOR})
         SELECT c.card_id, c.credits_posted - c.debits_posted, l.reported, l.counter
         FROM cards c JOIN last l USING (card_id)
         WHERE c.status <> 'replaced'
@@ -279,14 +286,34 @@ def purse_subject(card_id: str) -> str:
 
 
 SIGNATURE_BATCH_ROWS = 50_000
-PARALLEL_FROM_ROWS = 200_000  # below this, worker processes cost more than they save
-_SIGNATURE_SQL = """
+_U32 = 2**32 - 1
+# What a card MACs (card_reader's `Certificate.signed_bytes`) is _FIXED_HEAD (version, kind,
+# serial, counter, amount, balance, seconds, terminal seq), the terminal id with its length
+# byte, and the journey (0 for none). A certificate without a journey (nearly all of them)
+# is packed by DuckDB here, all but its first ten bytes (version, kind, serial: the same for
+# every certificate of one card and kind, absorbed once per card in `verify_batch`): the
+# `tail`, NULL when a value no longer fits its field (such a record cannot carry the card's
+# MAC). tests/reconciliation/test_chain_properties.py proves the packing equals the card's.
+_PREFIX = struct.Struct(">BB8s")
+assert _FIXED_HEAD.format.startswith(_PREFIX.format) and _FIXED_HEAD.size == _PREFIX.size + 20
+_SIGNATURE_SQL = f"""
 SELECT t.card_id, c.serial_sealed, t.card_counter, t.kind, t.amount, t.balance_after,
-       t.terminal_code, t.terminal_seq, t.card_time_us, t.journey, t.mac
+       t.terminal_code, t.terminal_seq, t.card_time_us, t.journey,
+       CASE WHEN length(t.mac) = 32 THEN try(unhex(t.mac)) END AS mac,
+       CASE WHEN t.journey IS NULL
+             AND t.card_counter BETWEEN 0 AND {_U32} AND t.amount BETWEEN 0 AND {_U32}
+             AND t.balance_after BETWEEN 0 AND {_U32} AND t.terminal_seq BETWEEN 0 AND {_U32}
+             AND t.card_time_us BETWEEN 0 AND {_U32} * 1000000 + 999999
+             AND strlen(t.terminal_code) = length(t.terminal_code)
+             AND strlen(t.terminal_code) < 256
+       THEN unhex(printf('%08x%08x%08x%08x%08x%02x', t.card_counter, t.amount, t.balance_after,
+                         t.card_time_us // 1000000, t.terminal_seq, strlen(t.terminal_code)))
+            || encode(t.terminal_code) || '\\x00'::BLOB END AS tail
 FROM tx t JOIN cards c USING (card_id)
 WHERE t.business_date = $day AND t.shard = $shard
 ORDER BY t.card_id
 """
+_KIND_CODES = {kind.value: kind.code for kind in TransactionKind}
 
 
 def verify_batch(
@@ -294,81 +321,80 @@ def verify_batch(
 ) -> list[tuple[str, int, int]]:
     """(card, counter, amount) of every certificate in `batch` whose MAC does not verify.
 
-    Runs in the job's process or in a worker process; serials are unsealed here, in memory,
-    for key diversification only. The batch is ordered by card: one key derivation and one
-    keyed CMAC per card, copied for each of its certificates. A record that no longer even
-    encodes as a certificate (a value out of range) cannot carry the card's MAC either."""
-    bad = []
+    Serials are unsealed here, in memory, for key diversification only. The batch is
+    ordered by card: per card, one unsealing, one key derivation and one keyed CMAC that
+    has absorbed the card's fixed prefix, copied for each of its certificates. A record that
+    no longer even encodes as a certificate (a value out of range, an unknown kind) cannot
+    carry the card's MAC either."""
+    unseal = secrets.unsealer(SERIAL_PURPOSE)
+    certificate_key = keys.certificate_keys()
+    sealed = batch.column("serial_sealed")
+    bad_rows = []
     card = None
     serial = b""
     keyed: CMAC | None = None
-    for card_id, sealed, counter, kind, amount, balance, terminal, seq, at, journey, mac in zip(
-        *(column.to_pylist() for column in batch.columns), strict=True
+    prefixed: dict[str, CMAC] = {}  # kind -> the card's CMAC with its prefix absorbed
+    for row, (card_id, kind, mac, tail) in enumerate(
+        zip(
+            *(batch.column(name).to_pylist() for name in ("card_id", "kind", "mac", "tail")),
+            strict=True,
+        )
     ):
         if card_id != card:
             card = card_id
-            serial = secrets.unseal(SERIAL_PURPOSE, bytes.fromhex(sealed))
-            keyed = CMAC(algorithms.AES(keys.certificate_key(serial)))
+            serial = unseal(bytes.fromhex(sealed[row].as_py()))
+            keyed = CMAC(algorithms.AES(certificate_key(serial)))
+            prefixed = _prefixed(keyed, serial)
         assert keyed is not None
+        if tail is not None and kind in prefixed:
+            computed = prefixed[kind].copy()
+            computed.update(tail)
+        else:  # a journey, or a value out of range: packed in full, or not at all
+            signed = _with_journey(serial, batch.slice(row, 1).to_pylist()[0])
+            if signed is None:
+                bad_rows.append(row)
+                continue
+            computed = keyed.copy()
+            computed.update(signed)
         try:
-            signed = signed_bytes(
-                serial, counter, kind, amount, balance, terminal, seq, at, journey
-            )
-        except (ValueError, struct.error, CertificateFormatError):
-            bad.append((card_id, counter, amount))
-            continue
-        computed = keyed.copy()
-        computed.update(signed)
-        if not hmac.compare_digest(computed.finalize(), bytes.fromhex(mac)):
-            bad.append((card_id, counter, amount))
-    return bad
+            computed.verify(mac or b"")
+        except InvalidSignature:
+            bad_rows.append(row)
+    return [
+        (record["card_id"], record["card_counter"], record["amount"])
+        for record in (batch.slice(row, 1).to_pylist()[0] for row in bad_rows)
+    ]
 
 
-def signed_bytes(
-    serial: bytes,
-    counter: int,
-    kind: str,
-    amount: int,
-    balance: int,
-    terminal: str,
-    seq: int,
-    card_time_us: int,
-    journey: str | None,
-) -> bytes:
-    """What the card MACed for this record (card_reader's `Certificate.signed_bytes`).
+def _prefixed(keyed: CMAC, serial: bytes) -> dict[str, CMAC]:
+    """Per kind, the card's CMAC after the first ten bytes it signs (version, kind, serial)."""
+    prefixed = {}
+    for kind, code in _KIND_CODES.items():
+        prefixed[kind] = keyed.copy()
+        prefixed[kind].update(_PREFIX.pack(CERTIFICATE_VERSION, code, serial))
+    return prefixed
 
-    A certificate without a journey (nearly all of them) is packed here directly, as
-    `Certificate.signed_bytes` packs it, without building and validating a Certificate per
-    row (tests/reconciliation/test_chain_properties.py proves both agree)."""
-    if journey is None:
-        tid = terminal.encode("ascii")
-        return (
-            _FIXED_HEAD.pack(
-                CERTIFICATE_VERSION,
-                TransactionKind(kind).code,
-                serial,
-                counter,
-                amount,
-                balance,
-                card_time_us // 1_000_000,
-                seq,
-            )
-            + bytes([len(tid)])
-            + tid
-            + b"\x00"
-        )
-    return Certificate(
-        card_serial=serial,
-        counter=counter,
-        kind=TransactionKind(kind),
-        amount=amount,
-        balance_after=balance,
-        terminal_id=terminal,
-        terminal_seq=seq,
-        timestamp=card_time_us // 1_000_000,
-        journey=Journey.from_json(json.loads(journey)),
-        mac=bytes(16),
-    ).signed_bytes()
+
+def _with_journey(serial: bytes, record: dict[str, Any]) -> bytes | None:
+    """What the card MACed for a record DuckDB did not pack: one with a journey, built and
+    validated as the card builds it; None if the record no longer encodes as a certificate."""
+    if record["journey"] is None:
+        return None
+    try:
+        return Certificate(
+            card_serial=serial,
+            counter=record["card_counter"],
+            kind=TransactionKind(record["kind"]),
+            amount=record["amount"],
+            balance_after=record["balance_after"],
+            terminal_id=record["terminal_code"],
+            terminal_seq=record["terminal_seq"],
+            timestamp=record["card_time_us"] // 1_000_000,
+            journey=Journey.from_json(json.loads(record["journey"])),
+            mac=bytes(16),
+        ).signed_bytes()
+    except (ValueError, struct.error, CertificateFormatError):
+        return None
 
 
 def check_signatures(
@@ -376,39 +402,43 @@ def check_signatures(
     day: str,
     keys: BackOfficeKeys,
     secrets: ApiSecrets,
-    workers: int,
     tick: Callable[[], None],
     shards: int = 1,
 ) -> CheckResult:
     """Re-verify the MAC of every certificate recorded on `day`, card by card.
 
     The API verified each one before accepting it; this proves the stored record is still
-    exactly what the card signed (an edit behind the API's back breaks the MAC). A large
-    day is verified in batches by `workers` processes, at most two batches each in flight;
-    the batches are read shard by shard, so DuckDB orders one shard at a time.
+    exactly what the card signed (an edit behind the API's back breaks the MAC). DuckDB
+    orders and packs the batches shard by shard on a thread of its own while this one
+    verifies them: at about a microsecond per certificate, worker processes cost more CPU
+    in start-up and in shipping batches than they save (docs/reconciliation.md).
     """
     result = CheckResult(Source.CARDS)
-    ((total,),) = duck.execute(
-        "SELECT count(*) FROM tx WHERE business_date = $day", {"day": day}
-    ).fetchall()
-    reader = _signature_batches(duck, day, shards)
+    batches: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(maxsize=2)
+
+    def read() -> None:
+        try:
+            for batch in _signature_batches(duck, day, shards):
+                batches.put(batch)
+        except BaseException as exc:  # handed to the verifying thread, which raises it
+            batches.put(exc)
+        else:
+            batches.put(None)
+
+    reader = threading.Thread(target=read, name="signature-batches")
+    reader.start()
     bad: list[tuple[str, int, int]] = []
-    if total < PARALLEL_FROM_ROWS or workers < 2:
-        for batch in reader:
+    try:
+        while (batch := batches.get()) is not None:
+            if isinstance(batch, BaseException):
+                raise batch
             bad.extend(verify_batch(batch, keys, secrets))
             tick()
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            in_flight: list[Future[list[tuple[str, int, int]]]] = []
-            for batch in reader:
-                in_flight.append(pool.submit(verify_batch, batch, keys, secrets))
-                while len(in_flight) >= 2 * workers:
-                    bad.extend(in_flight.pop(0).result())
-                    tick()
-            for future in in_flight:
-                bad.extend(future.result())
-                tick()
+    finally:
+        while reader.is_alive():  # a failed verification: let the reader finish and stop
+            with contextlib.suppress(queue.Empty):
+                batches.get(timeout=0.1)
+        reader.join()
     for (card_id,) in duck.execute(
         "SELECT DISTINCT card_id FROM tx WHERE business_date = $day", {"day": day}
     ).fetchall():

@@ -41,9 +41,7 @@ from reconciliation.nightly.taxonomy import ExitCode
 @click.option(
     "--memory-limit", default=DEFAULT_MEMORY_LIMIT, show_default=True, help="DuckDB's memory cap."
 )
-@click.option(
-    "--threads", default=2, show_default=True, help="DuckDB threads and MAC worker processes."
-)
+@click.option("--threads", default=2, show_default=True, help="DuckDB threads.")
 @click.option(
     "--export",
     "export_dir",

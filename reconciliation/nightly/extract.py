@@ -91,23 +91,36 @@ TX_COLUMNS = _cols(
 )
 
 
-def _tx_select(d: str, where: str) -> str:
+def _tx_select(d: str, source: str) -> str:
     return (
         f"SELECT {_hex_id('t.id', d)}, {_hex_id('t.card_id', d)}, t.card_counter, t.kind,"
         f" t.amount, t.balance_after, t.fee, {_hex_id('t.merchant_id', d)}, t.terminal_code,"
         f" t.terminal_seq, t.card_time_us, t.journey, {_hex_bytes('t.mac', d)},"
         f" {_hex_id('t.transfer_id', d)}, t.business_date, s.floor"
-        f" FROM recon_scope_cards s JOIN card_transactions t ON t.card_id = s.card_id {where}"
+        f" FROM recon_scope_cards s {source}"
     )
 
 
 def _tx(d: str) -> str:
-    above = _tx_select(d, "AND t.card_counter >= s.floor")
-    anchor = _tx_select(
-        d,
-        "AND t.card_counter = (SELECT max(a.card_counter) FROM card_transactions a"
-        " WHERE a.card_id = s.card_id AND a.card_counter < s.floor)",
+    above = _tx_select(
+        d, "JOIN card_transactions t ON t.card_id = s.card_id AND t.card_counter >= s.floor"
     )
+    if d == "pg":
+        # One backward probe of the (card_id, card_counter) index per card: PostgreSQL plans
+        # the max() form below as a hash of every card transaction ever recorded (2.4 s
+        # instead of 0.9 s for 200,000 cards at 2,000,000 transactions).
+        anchor = _tx_select(
+            d,
+            "CROSS JOIN LATERAL (SELECT * FROM card_transactions a WHERE a.card_id = s.card_id"
+            " AND a.card_counter < s.floor ORDER BY a.card_counter DESC LIMIT 1) t",
+        )
+    else:
+        anchor = _tx_select(
+            d,
+            "JOIN card_transactions t ON t.card_id = s.card_id"
+            " AND t.card_counter = (SELECT max(a.card_counter) FROM card_transactions a"
+            " WHERE a.card_id = s.card_id AND a.card_counter < s.floor)",
+        )
     return f"{above} UNION ALL {anchor}"
 
 

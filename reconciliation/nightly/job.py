@@ -68,8 +68,8 @@ class NightlyError(RuntimeError):
         super().__init__(f"{code}: {detail}")
 
 
-# DuckDB's cap: with the MAC workers and the Python side it keeps a 10,000,000-transaction
-# night under 2 GB (docs/reconciliation.md, benchmark).
+# DuckDB's cap: with the Python side it keeps a 10,000,000-transaction night under 2 GB
+# (docs/reconciliation.md, benchmark).
 DEFAULT_MEMORY_LIMIT = "768MB"
 
 
@@ -288,9 +288,7 @@ def _reconcile(
             )
         with phases.step("cards") as tick:
             card_result = cards.check_chains(duck, config.shards, tick)
-            signatures = cards.check_signatures(
-                duck, day, keys, secrets, config.threads, tick, config.shards
-            )
+            signatures = cards.check_signatures(duck, day, keys, secrets, tick, config.shards)
             for extra in (
                 signatures,
                 cards.check_shadow_balances(duck),

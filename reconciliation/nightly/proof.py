@@ -60,16 +60,18 @@ _CANONICAL = (
     " || int2send(l.legs::int2) || coalesce(l.encoded, ''::bytea)"
 ).format(label=b"jakartaone.transfer.v1\x00".hex(), no_id=journal.NO_ID.hex())
 
-# The seqs in (lo, hi] whose stored hash is not the hash of their content.
+# The seqs in (lo, hi] whose stored hash is not the hash of their content. The chunk's
+# transfers are taken in id order so that their postings, found through the (transfer_id,
+# leg) index, are visited in index order rather than at random (a fifth less time at
+# 1,000,000 transfers per night, docs/reconciliation.md).
 REHASH_SQL = f"""
-SELECT t.seq FROM transfers t
+SELECT t.seq FROM (SELECT * FROM transfers WHERE seq > %(lo)s AND seq <= %(hi)s ORDER BY id) t
 CROSS JOIN LATERAL (
     SELECT count(*) AS legs,
            string_agg(int2send(p.leg) || uuid_send(p.account_id) || int8send(p.amount),
                       ''::bytea ORDER BY p.leg) AS encoded
     FROM postings p WHERE p.transfer_id = t.id) l
-WHERE t.seq > %(lo)s AND t.seq <= %(hi)s
-  AND sha256({_CANONICAL}) IS DISTINCT FROM t.content_hash
+WHERE sha256({_CANONICAL}) IS DISTINCT FROM t.content_hash
 """
 
 # (count, the (seq, content_hash) pairs in seq order) for seqs in (lo, hi].

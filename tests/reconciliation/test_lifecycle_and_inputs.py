@@ -18,7 +18,7 @@ from reconciliation.nightly.schema import recon_breaks
 from reconciliation.nightly.statements import InputError, InputErrorCode, read_camt053
 from reconciliation.nightly.taxonomy import ExitCode
 from tests.conftest import both_backends
-from tests.reconciliation.test_scenarios import breaks, gap_day, night, shop_day
+from tests.reconciliation.test_scenarios import _adjust, breaks, gap_day, night, shop_day
 from tests.reconciliation.world import Card, World
 
 
@@ -43,6 +43,33 @@ def test_a_break_that_survives_a_night_is_open(world: World, tmp_path: Path) -> 
     world.submit(card.debit(1_000, "POS-1", 4, world.seconds))
     night(world, tmp_path)
     assert breaks(world) == Counter({("COUNTER_GAP", "OPEN"): 1})
+
+
+@both_backends
+def test_a_chain_continues_from_the_day_before(world: World, tmp_path: Path) -> None:
+    """Tonight's certificates chain on from the card's last one of an earlier day (the
+    extraction's anchor): nothing is missing when they follow on, the purse is still
+    compared with the card, and a balance that does not follow on across the night is found."""
+    _, card = shop_day(world)
+    other = world.card(100_000)
+    world.submit(card.debit(1_000, "POS-1", 1, world.seconds))
+    world.submit(card.debit(1_000, "POS-1", 2, world.seconds))
+    world.submit(other.debit(1_000, "POS-1", 3, world.seconds))
+    assert night(world, tmp_path).exit_code is ExitCode.AGREED
+    world.next_day()
+    world.submit(card.debit(1_000, "POS-1", 4, world.seconds))
+    assert night(world, tmp_path).exit_code is ExitCode.AGREED
+    assert breaks(world) == Counter()
+    world.next_day()
+    card.balance += 5_000  # a tampered purse, its first spend the next day
+    world.submit(card.debit(1_000, "POS-1", 5, world.seconds))
+    world.post(_adjust(world, card, 5_000))
+    world.submit(other.debit(1_000, "POS-1", 6, world.seconds))
+    world.post(_adjust(world, other, 700))  # the ledger's purse moved without the card
+    assert night(world, tmp_path).exit_code is ExitCode.BREAKS
+    assert breaks(world) == Counter(
+        {("BALANCE_CHAIN_BROKEN", "NEW"): 1, ("SHADOW_BALANCE_MISMATCH", "NEW"): 1}
+    )
 
 
 def _payouts(world: World) -> list[sa.Row[tuple[object, ...]]]:
