@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -162,49 +162,40 @@ class PostgresStore:
             column("uuid", list(reads.resolutions)),
             column("uuid", list(reads.accounts)),
         )
-        if not overlapped:
-            return _found(self._call(_READ_CALL, params)), meanwhile()
         driver = self._driver()
         with self._errors(_READ_CALL):
-            with driver.pipeline():
+            with self._pipeline(overlapped):
                 cursor = driver.cursor().execute(_READ_CALL, params)
                 done = meanwhile()
-            row = cursor.fetchone()
-        assert row is not None
-        return _found(row), done
+            answer = _one_row(cursor)
+        decoded = msgspec.json.decode(answer[0], type=_ReadAnswer)
+        return Found(decoded.transfers, decoded.resolutions, decoded.accounts), done
 
     def write(self, parts: Iterator[Writes], *, overlapped: bool) -> dict[uuid.UUID, int]:
         """Each part is one ledger_write call. Overlapped, the calls go through psycopg's
         pipeline: each is sent as soon as its part is decided and the answers are read at
         the end, so the server writes one part while the client decides the next. An
         error in any call aborts the rest and is raised when the pipeline ends."""
-        if not overlapped:
-            seqs: dict[uuid.UUID, int] = {}
-            for writes in parts:
-                seqs |= _new_seqs(self._call(_WRITE_CALL, _write_params(writes)))
-            return seqs
         driver = self._driver()
+        seqs: dict[uuid.UUID, int] = {}
         with self._errors(_WRITE_CALL):
-            with driver.pipeline():
+            with self._pipeline(overlapped):
                 sent = [
                     driver.cursor().execute(_WRITE_CALL, _write_params(writes)) for writes in parts
                 ]
-            # Leaving the pipeline waited for every answer.
-            rows = [cursor.fetchone() for cursor in sent]
-        return {i: seq for row in rows if row is not None for i, seq in _new_seqs(row).items()}
+            for cursor in sent:
+                ids, new_seqs = _one_row(cursor)
+                seqs.update(zip(ids or (), new_seqs or (), strict=True))  # NULLs: none made
+        return seqs
 
     def _driver(self) -> psycopg.Connection[Any]:
+        """psycopg itself: SQLAlchemy's cursor would adapt the binary arrays on its own."""
         return self._conn.connection.driver_connection  # type: ignore[return-value]
 
-    def _call(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...]:
-        """One statement, and its one row.
-
-        psycopg is called directly, because SQLAlchemy's cursor would adapt the binary
-        arrays itself."""
-        with self._errors(sql), self._driver().cursor() as cursor:
-            row = cursor.execute(sql, params).fetchone()
-        assert row is not None
-        return tuple(row)
+    def _pipeline(self, overlapped: bool) -> AbstractContextManager[object]:
+        """psycopg's pipeline when overlapping, in which each statement is sent without
+        waiting for its answer (leaving it waits for all); otherwise each waits in turn."""
+        return self._driver().pipeline() if overlapped else nullcontext()
 
     @contextmanager
     def _errors(self, sql: str) -> Iterator[None]:
@@ -227,9 +218,11 @@ class PostgresStore:
 _READ_CALL = "SELECT ledger_read(%b::uuid[], %b::uuid[], %b::uuid[])::text"
 
 
-def _found(row: Sequence[Any]) -> Found:
-    answer = msgspec.json.decode(row[0], type=_ReadAnswer)
-    return Found(answer.transfers, answer.resolutions, answer.accounts)
+def _one_row(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The one row each batch function returns."""
+    row = cursor.fetchone()
+    assert row is not None
+    return tuple(row)
 
 
 def _write_params(writes: Writes) -> tuple[Any, ...]:
@@ -243,12 +236,6 @@ def _write_params(writes: Writes) -> tuple[Any, ...]:
         *columns(_RECHECK_TYPES, writes.recheck),
         *columns(_TRANSFER_TYPES, writes.transfers),
     )
-
-
-def _new_seqs(row: Sequence[Any]) -> dict[uuid.UUID, int]:
-    """ledger_write's answer: its new transfers' ids and seqs (NULLs when it made none)."""
-    ids, seqs = row
-    return dict(zip(ids or (), seqs or (), strict=True))
 
 
 # ledger_write's parameters, in order: each group's element types (migration 0004).

@@ -29,6 +29,7 @@ from ledger import (
     NewAccount,
     PostPending,
     Request,
+    ResultCode,
     Transfer,
     VoidPending,
     run_read,
@@ -112,7 +113,7 @@ def test_a_batch_in_parts_matches_the_model(
     assert [r.code for r in results] == model.apply_batch(requests, BatchMode.INDEPENDENT), [
         r.detail for r in results
     ]
-    applied = [r.seq for r in results if r.code.name == "OK"]
+    applied = [r.seq for r in results if r.code is ResultCode.OK]
     assert applied == sorted(applied), "seqs follow the order of the requests"
     actual = book.get_accounts(list(model.accounts))
     for account_id, m in model.accounts.items():
