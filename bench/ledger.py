@@ -122,16 +122,29 @@ def _accounts(ledger: Ledger) -> tuple[list[uuid.UUID], list[uuid.UUID], uuid.UU
     return cards, merchants, hot, bank
 
 
+# The ledger's own tables' shape: the same columns, keys and indexes (and, on PostgreSQL,
+# the balance table's fillfactor), with no CHECK constraints and no triggers.
 CEILING_DDL = [
     "CREATE TABLE ceiling_accounts (id {uuid} PRIMARY KEY, debits_posted BIGINT NOT NULL,"
-    " credits_posted BIGINT NOT NULL)",
+    " credits_posted BIGINT NOT NULL){balance_storage}",
     "CREATE TABLE ceiling_transfers (seq {seq}, id {uuid} NOT NULL UNIQUE, kind VARCHAR(32),"
-    " phase VARCHAR(16), currency VARCHAR(3), timestamp_us BIGINT, metadata TEXT)",
+    " phase VARCHAR(16), currency VARCHAR(3), pending_id {uuid}, linked_id {uuid},"
+    " timeout_s BIGINT, metadata TEXT, timestamp_us BIGINT, content_hash {bytes})",
+    "CREATE UNIQUE INDEX uq_ceiling_transfers_pending_id ON ceiling_transfers (pending_id)"
+    " WHERE pending_id IS NOT NULL",
+    "CREATE INDEX ix_ceiling_transfers_linked_id ON ceiling_transfers (linked_id)"
+    " WHERE linked_id IS NOT NULL",
+    "CREATE INDEX ix_ceiling_transfers_timestamp_us ON ceiling_transfers (timestamp_us)",
+    "CREATE INDEX ix_ceiling_transfers_kind_seq ON ceiling_transfers (kind, seq)",
     "CREATE TABLE ceiling_postings (transfer_id {uuid} NOT NULL, leg SMALLINT NOT NULL,"
     " account_id {uuid} NOT NULL, currency VARCHAR(3), amount BIGINT NOT NULL,"
     " PRIMARY KEY (transfer_id, leg))",
     "CREATE INDEX ix_ceiling_postings_account ON ceiling_postings (account_id)",
 ]
+TRANSFER_COLUMNS = (
+    "id, kind, phase, currency, pending_id, linked_id, timeout_s, metadata, timestamp_us,"
+    " content_hash"
+)
 
 
 def _ceiling(
@@ -142,8 +155,12 @@ def _ceiling(
     hot: uuid.UUID,
 ) -> float:
     postgres = engine.dialect.name == "postgresql"
-    types = {"uuid": "UUID" if postgres else "TEXT",
-             "seq": "BIGSERIAL PRIMARY KEY" if postgres else "INTEGER PRIMARY KEY"}  # fmt: skip
+    types = {
+        "uuid": "UUID" if postgres else "TEXT",
+        "seq": "BIGSERIAL PRIMARY KEY" if postgres else "INTEGER PRIMARY KEY",
+        "bytes": "BYTEA" if postgres else "BLOB",
+        "balance_storage": " WITH (fillfactor = 50)" if postgres else "",
+    }
     raw: Any = engine.raw_connection()
     try:
         cursor = raw.cursor()
@@ -162,11 +179,17 @@ def _ceiling(
             cursor.execute("BEGIN")
             cursor.executemany("INSERT INTO ceiling_accounts VALUES (?, ?, ?)", accounts)
         raw.commit()
+        # The content hashes the ledger computes, as stored bytes: the ceiling stores them
+        # and computes nothing.
+        hashes = [random.randbytes(32) for _ in plan]
         started = time.perf_counter()
         now = time.time_ns() // 1000
         for i in range(0, len(plan), BATCH):
             chunk = plan[i : i + BATCH]
-            transfers = [(key(t), "fare", "posted", "IDR", now, "{}") for t, _, _, _ in chunk]
+            transfers = [
+                (key(t), "fare", "posted", "IDR", None, None, 0, "{}", now + j, hashes[i + j])
+                for j, (t, _, _, _) in enumerate(chunk)
+            ]
             postings = [
                 row
                 for t, d, c, a in chunk
@@ -196,9 +219,7 @@ def _ceiling_batch_postgres(
     ) as copy:
         for row in postings:
             copy.write_row(row)
-    with cursor.copy(
-        "COPY ceiling_transfers (id, kind, phase, currency, timestamp_us, metadata) FROM STDIN"
-    ) as copy:
+    with cursor.copy(f"COPY ceiling_transfers ({TRANSFER_COLUMNS}) FROM STDIN") as copy:
         for row in transfers:
             copy.write_row(row)
     ids = sorted(set(debits) | set(credits))
@@ -217,8 +238,7 @@ def _ceiling_batch_sqlite(
     cursor.execute("BEGIN")
     cursor.executemany("INSERT INTO ceiling_postings VALUES (?, ?, ?, ?, ?)", postings)
     cursor.executemany(
-        "INSERT INTO ceiling_transfers (id, kind, phase, currency, timestamp_us, metadata)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO ceiling_transfers ({TRANSFER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         transfers,
     )
     ids = sorted(set(debits) | set(credits))
