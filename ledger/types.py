@@ -2,14 +2,20 @@
 
 Money is integer rupiah (minor units of the account's currency), never a float. Ids are
 128-bit: `uuid.UUID` values chosen by the client, which is what makes retries idempotent.
+
+Each type is a frozen `msgspec.Struct`: immutable and compared by value like a frozen
+dataclass, but built in C. A 1,000-transfer batch builds three thousand requests and
+postings and a thousand results, and a frozen dataclass sets every field through
+`object.__setattr__`: 2.1 us per two-leg transfer against 0.4 us (2026-11-29).
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import msgspec
 
 from ledger.codes import AccountResultCode, ResultCode
 
@@ -85,8 +91,7 @@ class BatchMode(StrEnum):
     LINKED = "linked"  # all requests applied, or none
 
 
-@dataclass(frozen=True, slots=True)
-class NewAccount:
+class NewAccount(msgspec.Struct, frozen=True):
     """An account to create.
 
     Constraints:
@@ -109,8 +114,7 @@ class NewAccount:
     name: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Account:
+class Account(msgspec.Struct, frozen=True):
     """An account and its balances, read at one moment.
 
     Balances are split the TigerBeetle way: posted amounts have moved; pending amounts are
@@ -148,8 +152,7 @@ class Account:
         return self.debits_posted - self.credits_posted - self.credits_pending
 
 
-@dataclass(frozen=True, slots=True)
-class Posting:
+class Posting(msgspec.Struct, frozen=True):
     """One leg of a transfer: an amount debited or credited to one account.
 
     Constraints: amount is a positive integer no larger than MAX_AMOUNT.
@@ -173,8 +176,7 @@ def credit(account_id: uuid.UUID, amount: int) -> Posting:
     return Posting(account_id, Side.CREDIT, amount)
 
 
-@dataclass(frozen=True, slots=True)
-class Transfer:
+class Transfer(msgspec.Struct, frozen=True):
     """A request to move money now (phase posted) or to reserve it (phase pending).
 
     Constraints:
@@ -193,7 +195,7 @@ class Transfer:
     pending: bool = False
     timeout_s: int = 0
     linked_id: uuid.UUID | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @staticmethod
     def simple(
@@ -210,8 +212,7 @@ class Transfer:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class PostPending:
+class PostPending(msgspec.Struct, frozen=True):
     """Post a pending transfer, fully (postings None) or in part.
 
     Constraints: for a partial post, postings name the pending transfer's accounts on the
@@ -221,32 +222,29 @@ class PostPending:
     id: uuid.UUID
     pending_id: uuid.UUID
     postings: tuple[Posting, ...] | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class VoidPending:
+class VoidPending(msgspec.Struct, frozen=True):
     """Release a pending transfer's reservation without moving money."""
 
     id: uuid.UUID
     pending_id: uuid.UUID
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class ExpirePending:
+class ExpirePending(msgspec.Struct, frozen=True):
     """Release a pending transfer whose timeout has passed (the expiry sweep makes these)."""
 
     id: uuid.UUID
     pending_id: uuid.UUID
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 Request = Transfer | PostPending | VoidPending | ExpirePending
 
 
-@dataclass(frozen=True, slots=True)
-class TransferResult:
+class TransferResult(msgspec.Struct, frozen=True):
     """The outcome of one request. On success, the transfer as recorded."""
 
     id: uuid.UUID
@@ -256,22 +254,19 @@ class TransferResult:
     timestamp_us: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class AccountResult:
+class AccountResult(msgspec.Struct, frozen=True):
     id: uuid.UUID
     code: AccountResultCode
     detail: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedPosting:
+class RecordedPosting(msgspec.Struct, frozen=True):
     leg: int
     account_id: uuid.UUID
     amount: int  # signed: debit positive, credit negative
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedTransfer:
+class RecordedTransfer(msgspec.Struct, frozen=True):
     """A transfer as the journal holds it."""
 
     seq: int
@@ -287,8 +282,7 @@ class RecordedTransfer:
     postings: tuple[RecordedPosting, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class StatementLine:
+class StatementLine(msgspec.Struct, frozen=True):
     """One transfer's effect on one account, with the running balances after it."""
 
     seq: int

@@ -14,11 +14,11 @@ and every invariant is verified.
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from unittest.mock import patch
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from msgspec import structs
 from sqlalchemy.engine import Engine
 
 import ledger.batch
@@ -92,7 +92,7 @@ def test_a_batch_in_parts_matches_the_model(
         elif action in ("fare", "hold"):
             fare = Transfer.simple(uuid.uuid4(), card, merchant, amount, "fare")
             if action == "hold":
-                fare = replace(fare, pending=True)
+                fare = structs.replace(fare, pending=True)
                 holds.append(fare.id)
             requests.append(fare)
         elif action in ("post", "void") and holds:
@@ -102,7 +102,7 @@ def test_a_batch_in_parts_matches_the_model(
         elif action in ("repeat", "change") and requests:
             earlier = requests[amount % len(requests)]
             if action == "change" and isinstance(earlier, Transfer):
-                earlier = replace(earlier, kind="sale")
+                earlier = structs.replace(earlier, kind="sale")
             requests.append(earlier)
 
     with (

@@ -22,6 +22,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from msgspec import structs
 from sqlalchemy.engine import Engine
 
 import ledger.batch
@@ -175,14 +176,16 @@ def machine_for(fresh_engines: Callable[[], Engine]) -> type[RuleBasedStateMachi
             if mutate and isinstance(request, Transfer):
                 field = data.draw(st.sampled_from(["amount", "kind", "metadata", "pending"]))
                 if field == "amount" and len(request.postings) == 2:
-                    bumped = tuple(replace(p, amount=p.amount + 1) for p in request.postings)
-                    request = replace(request, postings=bumped)
+                    bumped = tuple(
+                        structs.replace(p, amount=p.amount + 1) for p in request.postings
+                    )
+                    request = structs.replace(request, postings=bumped)
                 elif field == "kind":
-                    request = replace(request, kind="other")
+                    request = structs.replace(request, kind="other")
                 elif field == "metadata":
-                    request = replace(request, metadata={"n": 99})
+                    request = structs.replace(request, metadata={"n": 99})
                 elif field == "pending":
-                    request = replace(request, pending=not request.pending, timeout_s=0)
+                    request = structs.replace(request, pending=not request.pending, timeout_s=0)
             self._submit([request])
 
         @rule(seconds=st.sampled_from([0.5, 1, 2, 4]))
