@@ -1,12 +1,13 @@
 """Every SQLite connection the ledger's engine opens carries the settings `ledger.db`
-relies on: WAL, full fsync, foreign keys, a busy timeout, and its page cache."""
+relies on: WAL, full fsync, foreign keys, a busy timeout, its page cache and its
+checkpoint interval."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ledger import make_engine
-from ledger.db import SQLITE_CACHE_KIB
+from ledger.db import SQLITE_CACHE_KIB, SQLITE_WAL_AUTOCHECKPOINT_PAGES
 
 
 def test_each_connection_is_configured(tmp_path: Path) -> None:
@@ -20,7 +21,7 @@ def test_each_connection_is_configured(tmp_path: Path) -> None:
                     pragma: cursor.execute(f"PRAGMA {pragma}").fetchone()[0]
                     for pragma in (
                         "journal_mode", "synchronous", "foreign_keys", "busy_timeout",
-                        "cache_size",
+                        "cache_size", "wal_autocheckpoint",
                     )
                 }  # fmt: skip
             finally:
@@ -32,6 +33,7 @@ def test_each_connection_is_configured(tmp_path: Path) -> None:
                 "foreign_keys": 1,
                 "busy_timeout": 60_000,
                 "cache_size": -SQLITE_CACHE_KIB,  # negative: KiB, not pages
+                "wal_autocheckpoint": SQLITE_WAL_AUTOCHECKPOINT_PAGES,
             }
     finally:
         engine.dispose()
