@@ -137,9 +137,8 @@ class PostgresStore:
     text format quotes every element through a regular expression, about 2 ms per 1,000
     uuids; its binary lists take a sixth of that, and pgarrays half of that again), and
     psycopg prepares both statements after their fifth use. The
-    read answers the same way back (migration 0008): one binary array per column of the
-    accounts and resolutions found, read by psycopg's C loaders, and the transfers found
-    (usually none) as JSON rows, decoded straight into typed tuples by msgspec.
+    read's answer comes back as one JSON document, decoded straight into typed rows by
+    msgspec.
 
     Round trips: one per call, plus the transaction's BEGIN and COMMIT. psycopg's
     pipeline mode serves a large batch only, to overlap the client's work with the
@@ -166,17 +165,11 @@ class PostgresStore:
         driver = self._driver()
         with self._errors(_READ_CALL):
             with self._pipeline(overlapped):
-                cursor = driver.cursor(binary=True).execute(_READ_CALL, params)
+                cursor = driver.cursor().execute(_READ_CALL, params)
                 done = meanwhile()
-            transfers, resolution_pending, resolution_phase, *accounts = _one_row(cursor)
-        return (
-            Found(
-                msgspec.json.decode(transfers, type=_FoundTransfers),
-                list(zip(resolution_pending, resolution_phase, strict=True)),
-                list(zip(*accounts, strict=True)),
-            ),
-            done,
-        )
+            answer = _one_row(cursor)
+        decoded = msgspec.json.decode(answer[0], type=_ReadAnswer)
+        return Found(decoded.transfers, decoded.resolutions, decoded.accounts), done
 
     def write(self, parts: Iterator[Writes], *, overlapped: bool) -> dict[uuid.UUID, int]:
         """Each part is one ledger_write call. Overlapped, the calls go through psycopg's
@@ -222,16 +215,7 @@ class PostgresStore:
             ) from exc  # fmt: skip
 
 
-# ledger_read's answer (migration 0008): the transfers found as JSON rows, then typed
-# arrays in binary, one per column: resolutions (pending_id, phase) and accounts
-# (ACCOUNT_COLUMNS' order).
-_READ_CALL = (
-    "SELECT transfers, resolution_pending, resolution_phase, account_id, account_currency,"
-    " account_status, account_debits_must_not_exceed_credits,"
-    " account_credits_must_not_exceed_debits, account_max_balance, account_shards,"
-    " account_debits_posted, account_credits_posted, account_debits_pending,"
-    " account_credits_pending FROM ledger_read(%b::uuid[], %b::uuid[], %b::uuid[])"
-)
+_READ_CALL = "SELECT ledger_read(%b::uuid[], %b::uuid[], %b::uuid[])::text"
 
 
 def _one_row(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
@@ -269,13 +253,17 @@ _WRITE_CALL = "SELECT ids, seqs FROM ledger_write({})".format(
 )
 
 
-# The transfers ledger_read found, one row per leg (TRANSFER_COLUMNS), decoded in C.
-_FoundTransfers = list[
-    tuple[
-        int, uuid.UUID, str, str, str, uuid.UUID | None, uuid.UUID | None, int, str, int,
-        int | None, uuid.UUID | None, int | None,
-    ]
-]  # fmt: skip
+class _ReadAnswer(msgspec.Struct):
+    """ledger_read's answer, decoded in C into the row shapes `Found` holds."""
+
+    transfers: list[
+        tuple[
+            int, uuid.UUID, str, str, str, uuid.UUID | None, uuid.UUID | None, int, str, int,
+            int | None, uuid.UUID | None, int | None,
+        ]
+    ]  # fmt: skip
+    resolutions: list[tuple[uuid.UUID, str]]
+    accounts: list[tuple[uuid.UUID, str, str, bool, bool, int | None, int, int, int, int, int]]
 
 
 class SqliteStore:
