@@ -1,6 +1,7 @@
-"""The PostgreSQL store's write re-reads unbounded accounts' status after its balance
-updates, and refuses, with a retryable serialization failure, a status that changed
-since the batch read it (a concurrent freeze or close)."""
+"""The stores: what a batch reads is the same on both databases, and the PostgreSQL
+store's write re-reads unbounded accounts' status after its balance updates, and
+refuses, with a retryable serialization failure, a status that changed since the batch
+read it (a concurrent freeze or close)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ledger import AccountStatus, Ledger, db
-from ledger.store import PostgresStore, Writes
+from ledger import AccountKind, AccountStatus, Ledger, Transfer, VoidPending, db
+from ledger.store import PostgresStore, Reads, Writes, store_for
 
 on_postgresql = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
@@ -90,3 +91,37 @@ def test_read_answers_in_json_text_not_jsonb(engine: Engine) -> None:
             sa.text("SELECT pg_get_function_result('ledger_read'::regproc)")
         ).scalar_one()
     assert result_type == "json"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_both_stores_read_the_same_rows(
+    engine: Engine, ledger: Ledger, open_account: Callable[..., uuid.UUID]
+) -> None:
+    """What a batch reads, row for row, whatever form it travels in (PostgreSQL's
+    ledger_read answers in JSON, SQLite with rows): the transfers asked for with their
+    legs, the resolutions of the pending ids asked for, and each account asked for with
+    its flags, bound, shards and four balances."""
+    card = open_account(
+        AccountKind.CARD_PURSE, debits_must_not_exceed_credits=True, max_balance=2_000_000
+    )
+    hot = open_account(AccountKind.MERCHANT_PAYABLE, shards=4)
+    bank = open_account(AccountKind.ISSUER_FLOAT)
+    load, held, release = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    ledger.transfer(Transfer.simple(load, bank, card, 50_000, "load"))
+    ledger.transfer(Transfer.simple(held, card, hot, 3_500, "fare", pending=True))
+    ledger.transfer(VoidPending(release, held))
+    reads = Reads(transfers=[load, uuid.uuid4()], resolutions=[held], accounts=[card, hot])
+    with engine.connect() as conn, conn.begin():
+        found, meanwhile = store_for(conn).read(reads, lambda: "done", overlapped=False)
+    assert meanwhile == "done"
+    load_seq = ledger.get_transfer(load).seq  # type: ignore[union-attr]
+    legs = [(row[0], row[1], row[2], row[3], row[10], row[11], row[12]) for row in found.transfers]
+    assert legs == [
+        (load_seq, load, "load", "posted", 0, bank, 50_000),
+        (load_seq, load, "load", "posted", 1, card, -50_000),
+    ]
+    assert found.resolutions == [(held, "void_pending")]
+    assert sorted(found.accounts, key=lambda row: row[0] != card) == [
+        (card, "IDR", "open", True, False, 2_000_000, 1, 0, 50_000, 0, 0),
+        (hot, "IDR", "open", False, False, None, 4, 0, 0, 0, 0),
+    ]
