@@ -415,10 +415,13 @@ def check_signatures(
     """
     result = CheckResult(Source.CARDS)
     batches: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(maxsize=2)
+    stopped = threading.Event()
 
     def read() -> None:
         try:
             for batch in _signature_batches(duck, day, shards):
+                if stopped.is_set():
+                    return
                 batches.put(batch)
         except BaseException as exc:  # handed to the verifying thread, which raises it
             batches.put(exc)
@@ -435,7 +438,10 @@ def check_signatures(
             bad.extend(verify_batch(batch, keys, secrets))
             tick()
     finally:
-        while reader.is_alive():  # a failed verification: let the reader finish and stop
+        # After a failed verification the reader stops at its next batch instead of
+        # reading the rest of the day; it may be waiting to hand one over, so take it.
+        stopped.set()
+        while reader.is_alive():
             with contextlib.suppress(queue.Empty):
                 batches.get(timeout=0.1)
         reader.join()
