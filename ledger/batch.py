@@ -157,33 +157,36 @@ def apply_batch(
     requests: Sequence[Request],
     mode: BatchMode,
     clock: Callable[[], int],
+    *,
+    commit: bool = False,
 ) -> list[TransferResult]:
-    """Decide and write `requests` in the caller's transaction; one result per request."""
+    """Decide and write `requests` in the caller's transaction; one result per request.
+
+    With `commit`, the batch is the whole transaction: nothing follows it, and the store
+    may commit with the batch's last write (`Store.write`)."""
     with _collector_paused():
-        return _apply(conn, requests, mode, clock)
+        return _apply(conn, requests, mode, clock, commit)
 
 
 def _apply(
-    conn: Connection, requests: Sequence[Request], mode: BatchMode, clock: Callable[[], int]
+    conn: Connection,
+    requests: Sequence[Request],
+    mode: BatchMode,
+    clock: Callable[[], int],
+    commit: bool,
 ) -> list[TransferResult]:
     if not requests:
         return []
     store = store_for(conn)
-    # What each request says on its own is worked out while the database reads (in a
-    # batch larger than a first part: below that, overlapping costs more than it saves).
-    loaded, drafts = _load(
-        store,
-        requests,
-        lambda: [_draft(r) for r in requests],
-        overlapped=len(requests) > FIRST_PART,
-    )
+    # What each request says on its own is worked out while the database reads.
+    loaded, drafts = _load(store, requests, lambda: [_draft(r) for r in requests])
     outcome = Outcome()
     # All or nothing: a linked batch is decided whole before anything of it is written.
     whole = mode is BatchMode.LINKED or not store.overlaps_writes
     first, size = (len(requests), len(requests)) if whole else (FIRST_PART, PART_SIZE)
     written = store.write(
         _decided_parts(requests, drafts, mode, first, size, loaded, outcome, clock),
-        overlapped=len(requests) > first,
+        commit=commit,
     )
     if outcome.linked_failure is not None:
         return _fail_linked(requests, *outcome.linked_failure)
@@ -317,7 +320,7 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _load(
-    store: Store, requests: Sequence[Request], meanwhile: Callable[[], T], *, overlapped: bool
+    store: Store, requests: Sequence[Request], meanwhile: Callable[[], T]
 ) -> tuple[Loaded, T]:
     """Everything the batch decides on, in as few round trips as the data allows, and what
     `meanwhile` returns, run while the first read is on the server (`Store.read`).
@@ -348,7 +351,7 @@ def _load(
         resolutions=list(pending_ids.values()),
         accounts=list(account_ids.values()),
     )
-    found, done_meanwhile = store.read(reads, meanwhile, overlapped=overlapped)
+    found, done_meanwhile = store.read(reads, meanwhile)
     while True:
         transfers |= _recorded(found.transfers)
         resolutions |= {pid.int: Phase(phase) for pid, phase in found.resolutions}
@@ -377,7 +380,7 @@ def _load(
         )
         if not (reads.transfers or reads.accounts):
             break
-        found, _ = store.read(reads, _nothing, overlapped=False)
+        found, _ = store.read(reads, _nothing)
     existing = {i: transfers[i] for i in request_ids.keys() & transfers.keys()}
     pendings = {i: transfers[i] for i in pending_ids.keys() & transfers.keys()}
     loaded = Loaded(existing, pendings, resolutions, linked_ids.keys() & transfers.keys(), accounts)

@@ -1,23 +1,29 @@
-"""One-dimensional PostgreSQL arrays in the binary wire format, built in one pass.
+"""One-dimensional PostgreSQL arrays in the binary wire format, both ways, in one pass.
 
-The ledger sends each batch as one array per column (`ledger.store`). psycopg adapts a
-Python list by inspecting it first (its dimensions, an element to choose a dumper for,
-whether any is None) and then dumps it element by element through that dumper: about
-twice the client CPU of building the bytes directly, and most of a single hot commit's
-client time, which sends 36 small arrays. Here each column says its element type, so
-the array's bytes are joined straight away.
+The ledger sends each batch as one array per column and reads its answers back as arrays
+(`ledger.store`, through libpq itself; the API's stores send `column`s through psycopg).
+psycopg's own adaptation of a Python list inspects
+it first (its dimensions, an element to choose a dumper for, whether any is None) and
+then dumps it element by element: about twice the client CPU of building the bytes
+directly. Here each column says its element type, so the array's bytes are joined
+straight away.
 
 Wire format (PostgreSQL's `array_send`): number of dimensions, a has-nulls flag and the
 element type's OID, then per dimension its length and lower bound (1), then each element
 as its byte length (-1 for NULL) and its binary value.
 
-Guarantees: `column(kind, values)` is sent as exactly the `kind[]` PostgreSQL reads back
-as `values`, in order, None as NULL; an empty column is the empty array.
+Guarantees:
+- `encode(kind, values)`, and `column(kind, values)` sent through psycopg, is what
+  PostgreSQL reads as exactly the `kind[]` holding `values`, in order, None as NULL; an
+  empty column is the empty array.
+- `decode(kind, data)` is the values of the `kind[]` PostgreSQL sent as `data`, in
+  order, NULL as None; a NULL array (no data) is the empty list.
 """
 
 from __future__ import annotations
 
 import struct
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,16 +31,8 @@ import psycopg
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
-# Element type OIDs and the matching array OIDs (pg_type; fixed since PostgreSQL 8).
-_OIDS = {
-    "uuid": (2950, 2951),
-    "bool": (16, 1000),
-    "int2": (21, 1005),
-    "int4": (23, 1007),
-    "int8": (20, 1016),
-    "text": (25, 1009),
-    "bytea": (17, 1001),
-}
+# Element type OIDs (pg_type; fixed since PostgreSQL 8).
+OIDS = {"uuid": 2950, "bool": 16, "int2": 21, "int4": 23, "int8": 20, "text": 25, "bytea": 17}
 
 _HEADER = struct.Struct(">iiiii")
 _EMPTY = struct.Struct(">iii")
@@ -86,7 +84,7 @@ def _raw(values: Sequence[Any]) -> Elements:
     return [_NULL if v is None else length(len(v)) + bytes(v) for v in values]
 
 
-_ELEMENTS: dict[str, Callable[[Sequence[Any]], Elements]] = {
+_ENCODERS: dict[str, Callable[[Sequence[Any]], Elements]] = {
     "uuid": _uuids,
     "bool": _fixed_width("?"),
     "int2": _fixed_width("h"),
@@ -97,8 +95,34 @@ _ELEMENTS: dict[str, Callable[[Sequence[Any]], Elements]] = {
 }
 
 
+def encode(kind: str, values: Sequence[Any]) -> bytes:
+    """`values` as a binary `kind[]`: uuid, bool, int2, int4, int8, text or bytea."""
+    if kind not in _ENCODERS:
+        raise ValueError(f"no binary array encoding for {kind!r}")
+    if not values:
+        return _EMPTY.pack(0, 0, OIDS[kind])
+    elements = _ENCODERS[kind](values)
+    # Only a NULL equals _NULL: every other element starts with its length, never -1.
+    has_nulls = _NULL in elements
+    elements.insert(0, _HEADER.pack(1, has_nulls, OIDS[kind], len(values), 1))
+    return b"".join(elements)
+
+
+def encode_rows(kinds: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[bytes]:
+    """Rows of len(kinds) values as one binary array per column."""
+    return [
+        encode(kind, values) for kind, values in zip(kinds, _transposed(kinds, rows), strict=True)
+    ]
+
+
+def _transposed(kinds: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+    if not rows:
+        return [() for _ in kinds]
+    return list(zip(*rows, strict=True))
+
+
 class Column:
-    """A column of values of one PostgreSQL type, sent as that type's array."""
+    """A column of values of one PostgreSQL type, as a psycopg query parameter (`%b`)."""
 
     __slots__ = ("kind", "values")
 
@@ -106,49 +130,78 @@ class Column:
         self.kind = kind
         self.values = values
 
-    def encode(self) -> bytes:
-        element_oid, _ = _OIDS[self.kind]
-        if not self.values:
-            return _EMPTY.pack(0, 0, element_oid)
-        elements = _ELEMENTS[self.kind](self.values)
-        # Only a NULL equals _NULL: every other element starts with its length, never -1.
-        has_nulls = _NULL in elements
-        elements.insert(0, _HEADER.pack(1, has_nulls, element_oid, len(self.values), 1))
-        return b"".join(elements)
-
 
 def _dumper(kind: str) -> type[Dumper]:
     class ArrayDumper(Dumper):
         format = Format.BINARY
-        oid = _OIDS[kind][1]
+        oid = _ARRAY_OIDS[kind]
 
         def dump(self, obj: Any) -> bytes:
-            encoded: bytes = obj.encode()
-            return encoded
+            return encode(obj.kind, obj.values)
 
     return ArrayDumper
 
 
-# One class per type: psycopg picks a dumper by the parameter's class, and the dumper
-# fixes the OID the server reads the parameter as.
+# Array type OIDs (pg_type), which the dumper fixes as the type the server reads.
+_ARRAY_OIDS = {
+    "uuid": 2951, "bool": 1000, "int2": 1005, "int4": 1007, "int8": 1016, "text": 1009,
+    "bytea": 1001,
+}  # fmt: skip
+
+# One class per type: psycopg picks a dumper by the parameter's class.
 _CLASSES: dict[str, type[Column]] = {
-    kind: type(f"{kind.title()}Column", (Column,), {"__slots__": ()}) for kind in _OIDS
+    kind: type(f"{kind.title()}Column", (Column,), {"__slots__": ()}) for kind in OIDS
 }
 for _kind, _class in _CLASSES.items():
     psycopg.adapters.register_dumper(_class, _dumper(_kind))
 
 
 def column(kind: str, values: Sequence[Any]) -> Column:
-    """`values` to be sent as a `kind[]` parameter: uuid, bool, int2, int4, int8, text, bytea."""
+    """`values` as a psycopg parameter sent as a binary `kind[]` (see `encode`)."""
     if kind not in _CLASSES:
         raise ValueError(f"no binary array encoding for {kind!r}")
     return _CLASSES[kind](kind, values)
 
 
 def columns(kinds: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Column]:
-    """Rows of len(kinds) values as one typed column each."""
-    if not rows:
-        return [column(kind, ()) for kind in kinds]
+    """Rows of len(kinds) values as one psycopg parameter per column."""
     return [
-        column(kind, values) for kind, values in zip(kinds, zip(*rows, strict=True), strict=True)
+        column(kind, values) for kind, values in zip(kinds, _transposed(kinds, rows), strict=True)
     ]
+
+
+_DECODERS: dict[str, Callable[[bytes], Any]] = {
+    "uuid": lambda b: uuid.UUID(bytes=b),
+    "bool": lambda b: b != b"\x00",
+    "int2": lambda b: int.from_bytes(b, "big", signed=True),
+    "int4": lambda b: int.from_bytes(b, "big", signed=True),
+    "int8": lambda b: int.from_bytes(b, "big", signed=True),
+    "text": lambda b: b.decode(),
+    "bytea": bytes,
+}
+
+
+def decode(kind: str, data: bytes | None) -> list[Any]:
+    """The values of the binary `kind[]` in `data` (None, a NULL array, holds none)."""
+    if kind not in _DECODERS:
+        raise ValueError(f"no binary array decoding for {kind!r}")
+    if data is None:
+        return []
+    dimensions, _, oid = _EMPTY.unpack_from(data)
+    if oid != OIDS[kind] or dimensions > 1:
+        raise ValueError(f"not a one-dimensional {kind}[] (oid {oid}, {dimensions} dimensions)")
+    if dimensions == 0:
+        return []
+    count = _LENGTH.unpack_from(data, _EMPTY.size)[0]
+    convert, unpack_length = _DECODERS[kind], _LENGTH.unpack_from
+    values: list[Any] = []
+    offset = _HEADER.size  # past the dimension's length and lower bound
+    for _ in range(count):
+        length = unpack_length(data, offset)[0]
+        offset += _LENGTH.size
+        if length < 0:
+            values.append(None)
+            continue
+        values.append(convert(data[offset : offset + length]))
+        offset += length
+    return values

@@ -206,9 +206,10 @@ class Ledger:
             raise BatchTooLargeError(f"{len(requests)} requests; at most {MAX_BATCH_SIZE}")
         if not requests:
             return []
+        # The batch is the whole transaction: its last write may carry the COMMIT.
         return run_write(
             self.engine,
-            lambda conn: apply_batch(conn, requests, mode, self.clock),
+            lambda conn: apply_batch(conn, requests, mode, self.clock, commit=True),
         )
 
     def submit_in(

@@ -17,18 +17,20 @@ which does not conflict with the KEY SHARE locks that the postings' foreign keys
 from __future__ import annotations
 
 import json
+import select
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import msgspec
 import psycopg
 import sqlalchemy as sa
+from psycopg import pq
 from sqlalchemy.engine import Connection
 
-from ledger.pgarrays import column, columns
+from ledger.pgarrays import decode, encode, encode_rows
 
 T = TypeVar("T")
 
@@ -92,23 +94,24 @@ class Store(Protocol):
     # database works while the client decides, that is, not in process.
     overlaps_writes: bool
 
-    def read(
-        self, reads: Reads, meanwhile: Callable[[], T], *, overlapped: bool
-    ) -> tuple[Found, T]:
-        """What `reads` asks for, and what `meanwhile` returns. With `overlapped`, a store
-        that can runs `meanwhile` while the database answers (worth it for a large batch
-        only, as for `write`)."""
+    def read(self, reads: Reads, meanwhile: Callable[[], T]) -> tuple[Found, T]:
+        """What `reads` asks for, and what `meanwhile` returns; a store that can runs
+        `meanwhile` while the database answers."""
 
-    def write(self, parts: Iterator[Writes], *, overlapped: bool) -> dict[uuid.UUID, int]:
+    def write(self, parts: Iterator[Writes], *, commit: bool) -> dict[uuid.UUID, int]:
         """Write a batch's parts in order; returns each new transfer's seq.
 
-        `parts` is lazy: the batch decides each part when the store asks for it. With
-        `overlapped`, a store that can sends each part and asks for the next without
-        waiting for the database, so that the batch's decision and the server's writes
-        run at the same time; a batch of one part is written without that machinery,
-        which costs more than it saves for a single round trip. Raises a retryable error
-        (db.run_write runs the batch again) if an account in a part's `recheck` no longer
-        has the status the batch saw, read after the balance updates."""
+        `parts` is lazy: the batch decides each part when the store asks for it. A store
+        that can sends each part and asks for the next without waiting for the database,
+        so that the batch's decision and the server's writes run at the same time.
+        Raises a retryable error (db.run_write runs the batch again) if an account in a
+        part's `recheck` no longer has the status the batch saw, read after the balance
+        updates.
+
+        With `commit`, the caller says that nothing follows the write in its transaction:
+        a store may then commit the transaction itself, in the same round trip as the
+        write, and the caller's own commit finds nothing left to do. The transaction has
+        then committed when `write` returns, and failed whole when it raises."""
 
 
 def store_for(conn: Connection) -> Store:
@@ -133,109 +136,215 @@ SQLITE_ACCOUNTS = (
 class PostgresStore:
     """Reads and writes through ledger_read and ledger_write (see migration 0004): each is
     one statement, whatever the batch's size, with the batch travelling as typed arrays,
-    one per column, in PostgreSQL's binary format, built by `ledger.pgarrays` (psycopg's
-    text format quotes every element through a regular expression, about 2 ms per 1,000
-    uuids; its binary lists take a sixth of that, and pgarrays half of that again), and
-    psycopg prepares both statements after their fifth use. The
-    read's answer comes back as one JSON document, decoded straight into typed rows by
-    msgspec.
+    one per column, in PostgreSQL's binary format (`ledger.pgarrays`). The read's answer
+    comes back as one JSON document, decoded straight into typed rows by msgspec; the
+    write's as two binary arrays.
 
-    Round trips: one per call, plus the transaction's BEGIN and COMMIT. psycopg's
-    pipeline mode serves a large batch only, to overlap the client's work with the
-    server's (`read` and `write` with `overlapped`). For a small batch it costs more
-    client CPU than the round trips it could save: per hot single commit (medians of six
-    alternating samples, 2026-11-29), the client's CPU fell from 675 to 535 us without
-    it, the server's from 760 to 705 us, and even one writer's wall time fell (1,589 to
-    1,417 us). Hot commits from many writers on few cores are bound by CPU, not by round
-    trips."""
+    The statements go through libpq itself, in its pipeline mode (`_Pipeline`), not
+    through psycopg's cursors: a round trip carries every statement that is ready, so a
+    transaction's BEGIN travels with its read and a batch's COMMIT with its last write,
+    and nothing of psycopg's per-statement machinery runs (adapting each parameter,
+    choosing loaders, its generators waiting on the socket). A hot single commit is then
+    two round trips instead of four. Measured with 8 writers crediting one hot account
+    (alternating runs, 2026-11-29): 831, 906 and 939 commits/s through psycopg's cursors,
+    1,108, 1,224 and 1,227/s in libpq's pipeline; the writers' CPU per commit fell from
+    1,085 to 1,207 us to 713 to 785 us. (psycopg's own pipeline mode cost more client CPU
+    than the round trips it saved: see docs/ledger.md, "Round of 14:00 UTC".)"""
 
     overlaps_writes = True
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    def read(
-        self, reads: Reads, meanwhile: Callable[[], T], *, overlapped: bool
-    ) -> tuple[Found, T]:
-        params = (
-            column("uuid", list(reads.transfers)),
-            column("uuid", list(reads.resolutions)),
-            column("uuid", list(reads.accounts)),
-        )
-        driver = self._driver()
-        with self._errors(_READ_CALL):
-            with self._pipeline(overlapped):
-                cursor = driver.cursor().execute(_READ_CALL, params)
-                done = meanwhile()
-            answer = _one_row(cursor)
-        decoded = msgspec.json.decode(answer[0], type=_ReadAnswer)
+    def read(self, reads: Reads, meanwhile: Callable[[], T]) -> tuple[Found, T]:
+        params = [
+            encode("uuid", list(reads.transfers)),
+            encode("uuid", list(reads.resolutions)),
+            encode("uuid", list(reads.accounts)),
+        ]
+        with self._pipeline(_READ) as pipeline:
+            pipeline.send(_READ, params)
+            pipeline.sync()
+            done = meanwhile()
+            (answer,) = pipeline.results()
+        decoded = msgspec.json.decode(answer.get_value(0, 0) or b"", type=_ReadAnswer)
         return Found(decoded.transfers, decoded.resolutions, decoded.accounts), done
 
-    def write(self, parts: Iterator[Writes], *, overlapped: bool) -> dict[uuid.UUID, int]:
-        """Each part is one ledger_write call. Overlapped, the calls go through psycopg's
-        pipeline: each is sent as soon as its part is decided and the answers are read at
-        the end, so the server writes one part while the client decides the next. An
-        error in any call aborts the rest and is raised when the pipeline ends."""
-        driver = self._driver()
+    def write(self, parts: Iterator[Writes], *, commit: bool) -> dict[uuid.UUID, int]:
+        """Each part is one ledger_write call, sent as soon as the part is decided: the
+        server writes one part while the client decides the next. An error in any call
+        aborts the rest, and is raised when the answers are read."""
+        with self._pipeline(_WRITE) as pipeline:
+            for writes in parts:
+                pipeline.send(_WRITE, _write_params(writes))
+            if commit:
+                pipeline.commit()
+            pipeline.sync()
+            answers = pipeline.results()
         seqs: dict[uuid.UUID, int] = {}
-        with self._errors(_WRITE_CALL):
-            with self._pipeline(overlapped):
-                sent = [
-                    driver.cursor().execute(_WRITE_CALL, _write_params(writes)) for writes in parts
-                ]
-            for cursor in sent:
-                ids, new_seqs = _one_row(cursor)
-                seqs.update(zip(ids or (), new_seqs or (), strict=True))  # NULLs: none made
+        for answer in answers:
+            ids, new_seqs = answer.get_value(0, 0), answer.get_value(0, 1)
+            seqs.update(zip(decode("uuid", ids), decode("int8", new_seqs), strict=True))
         return seqs
 
-    def _driver(self) -> psycopg.Connection[Any]:
-        """psycopg itself: SQLAlchemy's cursor would adapt the binary arrays on its own."""
-        return self._conn.connection.driver_connection  # type: ignore[return-value]
-
-    def _pipeline(self, overlapped: bool) -> AbstractContextManager[object]:
-        """psycopg's pipeline when overlapping, in which each statement is sent without
-        waiting for its answer (leaving it waits for all); otherwise each waits in turn."""
-        return self._driver().pipeline() if overlapped else nullcontext()
-
     @contextmanager
-    def _errors(self, sql: str) -> Iterator[None]:
-        """psycopg's errors turned into SQLAlchemy's, as SQLAlchemy would: a lost connection
-        is invalidated (the pool replaces it) and flagged, so that db.run_write runs the
-        transaction again on a fresh one."""
-        driver = self._driver()
+    def _pipeline(self, statement: _Statement) -> Iterator[_Pipeline]:
+        """A pipeline on this transaction's connection, whose errors are SQLAlchemy's, as
+        SQLAlchemy would raise them: a lost connection is invalidated (the pool replaces
+        it) and flagged, so that db.run_write runs the transaction again on a fresh one.
+        Should the caller's own code fail in between (a bug while deciding a part), the
+        statements already sent are answered and dropped before the error goes on, so
+        that the caller's rollback finds the connection as psycopg left it."""
+        driver: psycopg.Connection[Any] = self._conn.connection.driver_connection  # type: ignore[assignment]
         try:
-            yield
+            pipeline = _Pipeline(driver)
+            try:
+                yield pipeline
+            except Exception:
+                if not pipeline.finished:
+                    pipeline.abandon()
+                raise
         except psycopg.Error as exc:
             lost = driver.broken
             if lost:
                 self._conn.invalidate(exc)
             raise sa.exc.DBAPIError.instance(
-                sql, None, exc, psycopg.Error, hide_parameters=True,
+                statement.sql.decode(), None, exc, psycopg.Error, hide_parameters=True,
                 connection_invalidated=lost,
             ) from exc  # fmt: skip
 
 
-_READ_CALL = "SELECT ledger_read(%b::uuid[], %b::uuid[], %b::uuid[])::text"
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    """A statement the store sends, parsed anew each time (libpq's unnamed statement).
+
+    Not prepared under a name of its own: psycopg deallocates every prepared statement
+    of a connection (DEALLOCATE ALL) after a rollback, so a name could vanish between
+    two transactions; and parsing `SELECT ledger_read(...)` again costs little, since the
+    statements inside the function keep their plans for the session (migration 0006).
+    Measured with 8 writers crediting one hot account (2026-11-29, alternating):
+    1,306, 1,388 and 1,097 commits/s prepared, 1,238, 1,293 and 1,226/s unnamed."""
+
+    sql: bytes
+    # 0 for text, 1 for binary; parameters are always binary.
+    result_format: int
 
 
-def _one_row(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
-    """The one row each batch function returns."""
-    row = cursor.fetchone()
-    assert row is not None
-    return tuple(row)
+_READ = _Statement(b"SELECT ledger_read($1::uuid[], $2::uuid[], $3::uuid[])::text", 0)
+
+# The ledger's write transactions run at READ COMMITTED: its row locks, taken in a fixed
+# order, and the status recheck in ledger_write are what keep them correct (see the
+# module's docstring and ledger.batch); the level is named so that no server default
+# can change it.
+_BEGIN = b"BEGIN ISOLATION LEVEL READ COMMITTED"
+
+_SUCCEEDED = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 
 
-def _write_params(writes: Writes) -> tuple[Any, ...]:
+class _Pipeline:
+    """Statements sent through libpq's pipeline mode and answered together after one
+    Sync: one round trip for any number of statements.
+
+    Opened on a connection with no transaction, it begins one first (a psycopg
+    connection outside autocommit would have sent that BEGIN as a round trip of its
+    own). After an error the server skips the rest up to the Sync; `results` raises the
+    first error, as psycopg would have raised it.
+
+    Waiting for the socket releases the GIL (poll), as psycopg's own waiting does."""
+
+    def __init__(self, driver: psycopg.Connection[Any]) -> None:
+        self._driver = driver
+        self._pg = driver.pgconn
+        # Per result to come: whether the caller asked for it (BEGIN and COMMIT answer
+        # only whether they succeeded).
+        self._wanted: list[bool] = []
+        self._poller: select.poll | None = None
+        self._synced = False
+        self.finished = False
+        begin = self._pg.transaction_status == pq.TransactionStatus.IDLE and not driver.autocommit
+        self._pg.enter_pipeline_mode()
+        if begin:
+            self._pg.send_query_params(_BEGIN, None)
+            self._wanted.append(False)
+
+    def send(self, statement: _Statement, params: list[bytes]) -> None:
+        """Queue `statement` and send what is queued, without waiting for an answer."""
+        self._pg.send_query_params(
+            statement.sql, params, None, [_BINARY] * len(params), statement.result_format
+        )
+        self._wanted.append(True)
+        self._flush()
+
+    def commit(self) -> None:
+        self._pg.send_query_params(b"COMMIT", None)
+        self._wanted.append(False)
+
+    def sync(self) -> None:
+        """End what is queued with a Sync and send it all: the server answers it now."""
+        self._pg.pipeline_sync()
+        self._synced = True
+        self._flush()
+
+    def results(self) -> list[pq.abc.PGresult]:
+        """The answers of the statements `send` queued, in order, once all have come."""
+        results = self._collect()
+        for result in results:
+            if result.status not in _SUCCEEDED:
+                raise psycopg.errors.error_from_result(result, self._driver.info.encoding)
+        return [result for result, wanted in zip(results, self._wanted, strict=True) if wanted]
+
+    def abandon(self) -> None:
+        """Answer and drop whatever was sent, and leave pipeline mode."""
+        if not self._synced:
+            self.sync()
+        self._collect()
+
+    def _collect(self) -> list[pq.abc.PGresult]:
+        results = []
+        while True:
+            while self._pg.is_busy():
+                self._wait(select.POLLIN)
+                self._pg.consume_input()
+            result = self._pg.get_result()
+            if result is None:  # the end of one statement's answer
+                continue
+            if result.status == pq.ExecStatus.PIPELINE_SYNC:
+                break
+            results.append(result)
+        self._pg.exit_pipeline_mode()
+        self.finished = True
+        return results
+
+    def _flush(self) -> None:
+        # psycopg's connections are non-blocking: a large batch may not fit the socket's
+        # buffer at once. The server's answers are read meanwhile, so that neither side
+        # ever waits for the other to read.
+        while self._pg.flush():
+            if self._wait(select.POLLIN | select.POLLOUT) & select.POLLIN:
+                self._pg.consume_input()
+
+    def _wait(self, events: int) -> int:
+        if self._poller is None:
+            self._poller = select.poll()
+        self._poller.register(self._pg.socket, events)
+        ready = self._poller.poll()
+        return ready[0][1] if ready else 0
+
+
+_BINARY = 1
+
+
+def _write_params(writes: Writes) -> list[bytes]:
     primary = [(a, *deltas) for a, shard, *deltas in writes.shard_deltas if shard == 0]
     shards = [row for row in writes.shard_deltas if row[1] != 0]
-    return (
-        *columns(_POSTING_TYPES, writes.postings),
-        *columns(_BALANCE_TYPES, writes.bounded),
-        *columns(_BALANCE_TYPES, primary),
-        *columns(_SHARD_TYPES, shards),
-        *columns(_RECHECK_TYPES, writes.recheck),
-        *columns(_TRANSFER_TYPES, writes.transfers),
-    )
+    return [
+        *encode_rows(_POSTING_TYPES, writes.postings),
+        *encode_rows(_BALANCE_TYPES, writes.bounded),
+        *encode_rows(_BALANCE_TYPES, primary),
+        *encode_rows(_SHARD_TYPES, shards),
+        *encode_rows(_RECHECK_TYPES, writes.recheck),
+        *encode_rows(_TRANSFER_TYPES, writes.transfers),
+    ]
 
 
 # ledger_write's parameters, in order: each group's element types (migration 0004).
@@ -248,8 +357,11 @@ _WRITE_TYPES = (
     *_POSTING_TYPES, *_BALANCE_TYPES, *_BALANCE_TYPES, *_SHARD_TYPES, *_RECHECK_TYPES,
     *_TRANSFER_TYPES,
 )  # fmt: skip
-_WRITE_CALL = "SELECT ids, seqs FROM ledger_write({})".format(
-    ", ".join(f"%b::{kind}[]" for kind in _WRITE_TYPES)
+_WRITE = _Statement(
+    "SELECT ids, seqs FROM ledger_write({})".format(
+        ", ".join(f"${number}::{kind}[]" for number, kind in enumerate(_WRITE_TYPES, 1))
+    ).encode(),
+    1,
 )
 
 
@@ -279,9 +391,7 @@ class SqliteStore:
             return []
         return [tuple(row) for row in self._db.execute(sql, (_hex_list(ids),)).fetchall()]
 
-    def read(
-        self, reads: Reads, meanwhile: Callable[[], T], *, overlapped: bool
-    ) -> tuple[Found, T]:
+    def read(self, reads: Reads, meanwhile: Callable[[], T]) -> tuple[Found, T]:
         # In process, nothing can overlap.
         return self._read(reads), meanwhile()
 
@@ -298,7 +408,8 @@ class SqliteStore:
         ]
         return Found(transfers, resolutions, accounts)
 
-    def write(self, parts: Iterator[Writes], *, overlapped: bool) -> dict[uuid.UUID, int]:
+    def write(self, parts: Iterator[Writes], *, commit: bool) -> dict[uuid.UUID, int]:
+        # The caller's commit ends the transaction: committing here would save no round trip.
         seqs: dict[uuid.UUID, int] = {}
         for writes in parts:
             seqs |= self._write(writes)

@@ -1,5 +1,7 @@
 """ledger.pgarrays: PostgreSQL reads each column back as exactly the values it was built
-from (order, NULLs, empty arrays, the extremes of each type)."""
+from (order, NULLs, empty arrays, the extremes of each type), whether sent as bytes
+through libpq or as a psycopg parameter, and `decode` reads PostgreSQL's own binary
+arrays back into the same values."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
-from ledger.pgarrays import column, columns
+from ledger.pgarrays import OIDS, column, columns, decode, encode, encode_rows
 from tests.conftest import postgres_admin_url
 
 ELEMENTS: dict[str, st.SearchStrategy[Any]] = {
@@ -43,6 +45,16 @@ def _read_back(conn: psycopg.Connection[Any], kind: str, values: list[Any]) -> l
     return list(row[0])
 
 
+def _echo(conn: psycopg.Connection[Any], kind: str, values: list[Any]) -> bytes | None:
+    """`values` sent as encoded bytes straight through libpq, and the server's binary
+    answer of the same array."""
+    result = conn.pgconn.exec_params(
+        f"SELECT $1::{kind}[]".encode(), [encode(kind, values)], None, [1], 1
+    )
+    assert result.status == psycopg.pq.ExecStatus.TUPLES_OK, result.error_message
+    return result.get_value(0, 0)
+
+
 @pytest.mark.parametrize("kind", sorted(ELEMENTS))
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
@@ -51,6 +63,17 @@ def test_each_column_reads_back_exactly(
 ) -> None:
     values = data.draw(st.lists(st.one_of(st.none(), ELEMENTS[kind]), max_size=40))
     assert _read_back(connection, kind, values) == values
+    assert decode(kind, _echo(connection, kind, values)) == values
+
+
+def test_a_null_array_decodes_as_empty_and_a_wrong_type_is_refused(
+    connection: psycopg.Connection[Any],
+) -> None:
+    assert decode("uuid", None) == []
+    int8s = _echo(connection, "int8", [1, 2])
+    with pytest.raises(ValueError, match="not a one-dimensional uuid"):
+        decode("uuid", int8s)
+    assert set(OIDS) == set(ELEMENTS)
 
 
 def test_rows_become_one_column_per_position(connection: psycopg.Connection[Any]) -> None:
@@ -61,8 +84,15 @@ def test_rows_become_one_column_per_position(connection: psycopg.Connection[Any]
     assert row == ([a, b], [1, -2], ["x", None])
     empty = columns(("uuid", "int2"), [])
     assert connection.execute("SELECT %b::uuid[], %b::int2[]", empty).fetchone() == ([], [])
+    assert encode_rows(("uuid", "int8", "text"), rows) == [
+        encode("uuid", [a, b]), encode("int8", [1, -2]), encode("text", ["x", None])
+    ]  # fmt: skip
 
 
 def test_an_unknown_element_type_is_refused() -> None:
     with pytest.raises(ValueError, match="no binary array encoding"):
         column("numeric", [1])
+    with pytest.raises(ValueError, match="no binary array encoding"):
+        encode("numeric", [1])
+    with pytest.raises(ValueError, match="no binary array decoding"):
+        decode("numeric", b"")

@@ -1,18 +1,23 @@
 """The stores: what a batch reads is the same on both databases, and the PostgreSQL
 store's write re-reads unbounded accounts' status after its balance updates, and
 refuses, with a retryable serialization failure, a status that changed since the batch
-read it (a concurrent freeze or close)."""
+read it (a concurrent freeze or close). On PostgreSQL a single commit is two round trips
+(BEGIN with the read, COMMIT with the write), a failed write commits nothing, and a
+failure between sending and reading leaves the connection usable."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from psycopg import pq
 from sqlalchemy.engine import Engine
 
-from ledger import AccountKind, AccountStatus, Ledger, Transfer, VoidPending, db
+from ledger import AccountKind, AccountStatus, BatchMode, Ledger, Transfer, VoidPending, db
+from ledger.batch import apply_batch
 from ledger.store import PostgresStore, Reads, Writes, store_for
 
 on_postgresql = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -34,14 +39,15 @@ def _writes(debit: uuid.UUID, credit: uuid.UUID, seen: AccountStatus) -> tuple[u
 
 
 @on_postgresql
+@pytest.mark.parametrize("commit", [False, True])
 def test_write_refuses_a_status_changed_since_the_read(
-    engine: Engine, ledger: Ledger, open_account: Callable[..., uuid.UUID]
+    engine: Engine, ledger: Ledger, open_account: Callable[..., uuid.UUID], commit: bool
 ) -> None:
     debit, credit = open_account(), open_account()
     ledger.set_status(credit, AccountStatus.FROZEN)
     transfer_id, writes = _writes(debit, credit, seen=AccountStatus.OPEN)
     with engine.connect() as conn, conn.begin(), pytest.raises(sa.exc.DBAPIError) as refused:
-        PostgresStore(conn).write(iter([writes]), overlapped=False)
+        PostgresStore(conn).write(iter([writes]), commit=commit)
     assert getattr(refused.value.orig, "sqlstate", None) == "40001"
     assert db._retryable(refused.value)
     assert ledger.get_transfer(transfer_id) is None
@@ -57,7 +63,7 @@ def test_write_accepts_the_status_the_batch_saw(
     ledger.set_status(credit, AccountStatus.FROZEN)
     transfer_id, writes = _writes(debit, credit, seen=AccountStatus.FROZEN)
     with engine.connect() as conn, conn.begin():
-        seqs = PostgresStore(conn).write(iter([writes]), overlapped=False)
+        seqs = PostgresStore(conn).write(iter([writes]), commit=False)
     assert list(seqs) == [transfer_id]
     assert ledger.get_account(credit).credits_posted == 500  # type: ignore[union-attr]
 
@@ -112,7 +118,7 @@ def test_both_stores_read_the_same_rows(
     ledger.transfer(VoidPending(release, held))
     reads = Reads(transfers=[load, uuid.uuid4()], resolutions=[held], accounts=[card, hot])
     with engine.connect() as conn, conn.begin():
-        found, meanwhile = store_for(conn).read(reads, lambda: "done", overlapped=False)
+        found, meanwhile = store_for(conn).read(reads, lambda: "done")
     assert meanwhile == "done"
     load_seq = ledger.get_transfer(load).seq  # type: ignore[union-attr]
     legs = [(row[0], row[1], row[2], row[3], row[10], row[11], row[12]) for row in found.transfers]
@@ -125,3 +131,40 @@ def test_both_stores_read_the_same_rows(
         (card, "IDR", "open", True, False, 2_000_000, 1, 0, 50_000, 0, 0),
         (hot, "IDR", "open", False, False, None, 4, 0, 0, 0, 0),
     ]
+
+
+@on_postgresql
+def test_a_single_commit_is_two_round_trips(
+    engine: Engine, ledger: Ledger, open_account: Callable[..., uuid.UUID], tmp_path: Path
+) -> None:
+    """BEGIN travels with the read and COMMIT with the write, so the transaction has
+    committed (another connection sees it) before the caller's own commit, which then
+    has nothing left to send."""
+    bank, shop = open_account(AccountKind.ISSUER_FLOAT), open_account(shards=4)
+    fare = Transfer.simple(uuid.uuid4(), bank, shop, 3_500, "fare")
+    trace = tmp_path / "protocol.trace"
+    with engine.connect() as conn, trace.open("w") as out:
+        pgconn = conn.connection.driver_connection.pgconn  # type: ignore[union-attr]
+        pgconn.trace(out.fileno())
+        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        with conn.begin():
+            (result,) = apply_batch(conn, [fare], BatchMode.INDEPENDENT, ledger.clock, commit=True)
+            assert result.code.succeeded
+            assert pgconn.transaction_status == pq.TransactionStatus.IDLE
+            assert ledger.get_transfer(fare.id) is not None
+        pgconn.untrace()
+    answered = [line for line in trace.read_text().splitlines() if "ReadyForQuery" in line]
+    assert len(answered) == 2
+
+
+@on_postgresql
+def test_a_failure_between_sending_and_reading_leaves_the_connection_usable(
+    engine: Engine, open_account: Callable[..., uuid.UUID]
+) -> None:
+    account = open_account()
+    with engine.connect() as conn:
+        with pytest.raises(ZeroDivisionError), conn.begin():
+            store_for(conn).read(Reads(accounts=[account]), lambda: 1 / 0)
+        with conn.begin():
+            found, _ = store_for(conn).read(Reads(accounts=[account]), lambda: None)
+    assert [row[0] for row in found.accounts] == [account]
