@@ -201,7 +201,7 @@ class PostgresStore:
             try:
                 yield pipeline
             except Exception:
-                if not pipeline.finished:
+                if not pipeline.finished and not driver.broken:
                     pipeline.abandon()
                 raise
         except psycopg.Error as exc:
@@ -306,7 +306,9 @@ class _Pipeline:
                 self._wait(select.POLLIN)
                 self._pg.consume_input()
             result = self._pg.get_result()
-            if result is None:  # the end of one statement's answer
+            if result is None:  # the end of one statement's answer, or of the connection
+                if self._pg.status == pq.ConnStatus.BAD:
+                    raise psycopg.OperationalError(self._pg.get_error_message())
                 continue
             if result.status == pq.ExecStatus.PIPELINE_SYNC:
                 break
