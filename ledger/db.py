@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from ledger.store import forget_statements_on_rollback
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -28,8 +30,9 @@ T = TypeVar("T")
 # A result row of any shape (SQLAlchemy 2.1 types rows by their column tuple).
 AnyRow = sa.Row[*tuple[Any, ...]]
 
-# SQLSTATEs that mean "run the transaction again": serialization failure, deadlock.
-_RETRYABLE_SQLSTATES = {"40001", "40P01"}
+# SQLSTATEs that mean "run the transaction again": serialization failure, deadlock, and a
+# prepared statement of ledger.store's found missing (it prepares it again).
+_RETRYABLE_SQLSTATES = {"40001", "40P01", "26000"}
 MAX_ATTEMPTS = 12
 
 
@@ -47,6 +50,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     engine = sa.create_engine(url, **kwargs)
     if ping_idle:
         _ping_idle_connections(engine)
+    forget_statements_on_rollback(engine)
     return engine
 
 

@@ -28,7 +28,8 @@ import msgspec
 import psycopg
 import sqlalchemy as sa
 from psycopg import pq
-from sqlalchemy.engine import Connection
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
 
 from ledger.pgarrays import decode, encode, encode_rows
 
@@ -196,8 +197,9 @@ class PostgresStore:
         statements already sent are answered and dropped before the error goes on, so
         that the caller's rollback finds the connection as psycopg left it."""
         driver: psycopg.Connection[Any] = self._conn.connection.driver_connection  # type: ignore[assignment]
+        prepared = self._conn.connection.info.setdefault(_PREPARED, set())
         try:
-            pipeline = _Pipeline(driver)
+            pipeline = _Pipeline(driver, prepared)
             try:
                 yield pipeline
             except Exception:
@@ -216,21 +218,54 @@ class PostgresStore:
 
 @dataclass(frozen=True, slots=True)
 class _Statement:
-    """A statement the store sends, parsed anew each time (libpq's unnamed statement).
+    """A statement the store prepares once per connection, under its own name (psycopg's
+    automatic names start with `_pg3_`).
 
-    Not prepared under a name of its own: psycopg deallocates every prepared statement
-    of a connection (DEALLOCATE ALL) after a rollback, so a name could vanish between
-    two transactions; and parsing `SELECT ledger_read(...)` again costs little, since the
-    statements inside the function keep their plans for the session (migration 0006).
-    Measured with 8 writers crediting one hot account (2026-11-29, alternating):
-    1,306, 1,388 and 1,097 commits/s prepared, 1,238, 1,293 and 1,226/s unnamed."""
+    Prepared rather than parsed anew each time: per hot single commit, 620 to 653 us of
+    server CPU prepared against 727 to 757 us unnamed (one writer, three alternating
+    runs, 2026-11-29). A name can vanish: psycopg deallocates all of a connection's
+    prepared statements after a rollback or a DROP, ALTER or DISCARD it ran, so the
+    store forgets its names on every rollback (`forget_statements_on_rollback`), and
+    should one still be missing, the transaction fails with invalid_sql_statement_name,
+    which db.run_write retries, and the store prepares again (closing the name first,
+    which is no error if it is gone)."""
 
+    name: bytes
     sql: bytes
     # 0 for text, 1 for binary; parameters are always binary.
     result_format: int
 
 
-_READ = _Statement(b"SELECT ledger_read($1::uuid[], $2::uuid[], $3::uuid[])::text", 0)
+_READ = _Statement(
+    b"ledger_read", b"SELECT ledger_read($1::uuid[], $2::uuid[], $3::uuid[])::text", 0
+)
+
+# The connection's `info` key for the names of the statements prepared on it (SQLAlchemy
+# drops `info` with the connection it belongs to).
+_PREPARED = "ledger.store.prepared"
+_NAME_NOT_PREPARED = "26000"  # invalid_sql_statement_name
+
+
+def forget_statements_on_rollback(engine: Engine) -> None:
+    """Prepare the store's statements again (see `_Statement`) after any rollback that
+    psycopg will send on one of `engine`'s connections, whether through SQLAlchemy's
+    Connection or the pool's reset on return: whether psycopg then deallocates them
+    depends on its own cache, which it does not show. (psycopg sends no ROLLBACK, and
+    deallocates nothing, on a connection with no transaction open.)"""
+
+    def forget(dbapi_connection: Any, info: dict[str, Any]) -> None:
+        if dbapi_connection.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            info.pop(_PREPARED, None)
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(conn: Connection) -> None:
+        if not conn.invalidated:
+            forget(conn.connection.driver_connection, conn.connection.info)
+
+    @event.listens_for(engine, "reset")
+    def _on_reset(dbapi_connection: Any, record: Any, _state: Any) -> None:
+        forget(dbapi_connection, record.info)
+
 
 # The ledger's write transactions run at READ COMMITTED: its row locks, taken in a fixed
 # order, and the status recheck in ledger_write are what keep them correct (see the
@@ -247,16 +282,19 @@ class _Pipeline:
 
     Opened on a connection with no transaction, it begins one first (a psycopg
     connection outside autocommit would have sent that BEGIN as a round trip of its
-    own). After an error the server skips the rest up to the Sync; `results` raises the
+    own); a statement not prepared on the connection is prepared in the same round
+    trip. After an error the server skips the rest up to the Sync; `results` raises the
     first error, as psycopg would have raised it.
 
     Waiting for the socket releases the GIL (poll), as psycopg's own waiting does."""
 
-    def __init__(self, driver: psycopg.Connection[Any]) -> None:
+    def __init__(self, driver: psycopg.Connection[Any], prepared: set[bytes]) -> None:
         self._driver = driver
         self._pg = driver.pgconn
-        # Per result to come: whether the caller asked for it (BEGIN and COMMIT answer
-        # only whether they succeeded).
+        self._prepared = prepared
+        self._preparing: list[bytes] = []
+        # Per result to come: whether the caller asked for it (BEGIN, CLOSE, PREPARE and
+        # COMMIT answer only whether they succeeded).
         self._wanted: list[bool] = []
         self._poller: select.poll | None = None
         self._synced = False
@@ -269,8 +307,13 @@ class _Pipeline:
 
     def send(self, statement: _Statement, params: list[bytes]) -> None:
         """Queue `statement` and send what is queued, without waiting for an answer."""
-        self._pg.send_query_params(
-            statement.sql, params, None, [_BINARY] * len(params), statement.result_format
+        if statement.name not in self._prepared and statement.name not in self._preparing:
+            self._pg.send_close_prepared(statement.name)
+            self._pg.send_prepare(statement.name, statement.sql)
+            self._preparing.append(statement.name)
+            self._wanted += (False, False)
+        self._pg.send_query_prepared(
+            statement.name, params, [_BINARY] * len(params), statement.result_format
         )
         self._wanted.append(True)
         self._flush()
@@ -290,7 +333,11 @@ class _Pipeline:
         results = self._collect()
         for result in results:
             if result.status not in _SUCCEEDED:
-                raise psycopg.errors.error_from_result(result, self._driver.info.encoding)
+                error = psycopg.errors.error_from_result(result, self._driver.info.encoding)
+                if error.sqlstate == _NAME_NOT_PREPARED:
+                    self._prepared.clear()
+                raise error
+        self._prepared.update(self._preparing)
         return [result for result, wanted in zip(results, self._wanted, strict=True) if wanted]
 
     def abandon(self) -> None:
@@ -360,6 +407,7 @@ _WRITE_TYPES = (
     *_TRANSFER_TYPES,
 )  # fmt: skip
 _WRITE = _Statement(
+    b"ledger_write",
     "SELECT ids, seqs FROM ledger_write({})".format(
         ", ".join(f"${number}::{kind}[]" for number, kind in enumerate(_WRITE_TYPES, 1))
     ).encode(),

@@ -7,6 +7,7 @@ failure between sending and reading leaves the connection usable."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,16 @@ import sqlalchemy as sa
 from psycopg import pq
 from sqlalchemy.engine import Engine
 
-from ledger import AccountKind, AccountStatus, BatchMode, Ledger, Transfer, VoidPending, db
+from ledger import (
+    AccountKind,
+    AccountStatus,
+    BatchMode,
+    Ledger,
+    Transfer,
+    VoidPending,
+    db,
+    make_engine,
+)
 from ledger.batch import apply_batch
 from ledger.store import PostgresStore, Reads, Writes, store_for
 
@@ -139,22 +149,32 @@ def test_a_single_commit_is_two_round_trips(
 ) -> None:
     """BEGIN travels with the read and COMMIT with the write, so the transaction has
     committed (another connection sees it) before the caller's own commit, which then
-    has nothing left to send."""
+    has nothing left to send; the statements are prepared on the connection's first
+    commit only."""
     bank, shop = open_account(AccountKind.ISSUER_FLOAT), open_account(shards=4)
-    fare = Transfer.simple(uuid.uuid4(), bank, shop, 3_500, "fare")
-    trace = tmp_path / "protocol.trace"
-    with engine.connect() as conn, trace.open("w") as out:
+    traces = []
+    with engine.connect() as conn:
         pgconn = conn.connection.driver_connection.pgconn  # type: ignore[union-attr]
-        pgconn.trace(out.fileno())
-        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
-        with conn.begin():
-            (result,) = apply_batch(conn, [fare], BatchMode.INDEPENDENT, ledger.clock, commit=True)
-            assert result.code.succeeded
-            assert pgconn.transaction_status == pq.TransactionStatus.IDLE
-            assert ledger.get_transfer(fare.id) is not None
-        pgconn.untrace()
-    answered = [line for line in trace.read_text().splitlines() if "ReadyForQuery" in line]
-    assert len(answered) == 2
+        for commit in ("first", "second"):
+            fare = Transfer.simple(uuid.uuid4(), bank, shop, 3_500, "fare")
+            trace = tmp_path / f"{commit}.trace"
+            with trace.open("w") as out:
+                pgconn.trace(out.fileno())
+                pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+                with conn.begin():
+                    (result,) = apply_batch(
+                        conn, [fare], BatchMode.INDEPENDENT, ledger.clock, commit=True
+                    )
+                    assert result.code.succeeded
+                    assert pgconn.transaction_status == pq.TransactionStatus.IDLE
+                    assert ledger.get_transfer(fare.id) is not None
+                pgconn.untrace()
+            traces.append(trace.read_text().splitlines())
+    for lines in traces:
+        assert sum("ReadyForQuery" in line for line in lines) == 2
+    sent = [[line.split("\t")[2] for line in lines if line.startswith("F")] for lines in traces]
+    assert sent[0].count("Parse") == 2 + 2  # BEGIN and COMMIT, and the two statements
+    assert sent[1].count("Parse") == 2  # BEGIN and COMMIT only
 
 
 @on_postgresql
@@ -168,3 +188,47 @@ def test_a_failure_between_sending_and_reading_leaves_the_connection_usable(
         with conn.begin():
             found, _ = store_for(conn).read(Reads(accounts=[account]), lambda: None)
     assert [row[0] for row in found.accounts] == [account]
+
+
+@on_postgresql
+def test_statements_deallocated_behind_the_store_are_prepared_again(
+    engine: Engine,
+    database_url: str,
+    open_account: Callable[..., uuid.UUID],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """psycopg deallocates every prepared statement of a connection after a rollback,
+    and anyone may run DEALLOCATE ALL: the next write on that connection still commits,
+    prepared again at once after a rollback, and after the other retried once."""
+    bank, shop = open_account(AccountKind.ISSUER_FLOAT), open_account(shards=4)
+    one_connection = make_engine(database_url, pool_size=1, max_overflow=0)
+    ledger = Ledger(one_connection)
+
+    def fare() -> uuid.UUID:
+        transfer = Transfer.simple(uuid.uuid4(), bank, shop, 3_500, "fare")
+        assert ledger.transfer(transfer).code.succeeded
+        return transfer.id
+
+    def prepared() -> set[str]:
+        with one_connection.connect() as conn:
+            names = conn.exec_driver_sql("SELECT name FROM pg_prepared_statements").scalars()
+            return {name for name in names if name.startswith("ledger_")}
+
+    ids = [fare()]
+    assert prepared() == {"ledger_read", "ledger_write"}
+    with one_connection.connect() as conn:
+        for _ in range(6):  # psycopg prepares a statement of its own on its fifth run
+            conn.exec_driver_sql("SELECT 1").scalar_one()
+        conn.rollback()
+    with caplog.at_level(logging.DEBUG, logger="ledger.db"):
+        ids.append(fare())
+        assert not caplog.records
+        with one_connection.connect() as conn:
+            conn.exec_driver_sql("DEALLOCATE ALL")
+            conn.commit()
+        ids.append(fare())
+    retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retries) == 1 and "ProgrammingError" in retries[0]
+    assert prepared() == {"ledger_read", "ledger_write"}
+    assert all(ledger.get_transfer(i) is not None for i in ids)
+    one_connection.dispose()
