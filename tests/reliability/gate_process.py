@@ -16,13 +16,14 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from card_reader.backoffice import BackOfficeClient
 from card_reader.card import VirtualCard
 from card_reader.card_state import FileStore
-from card_reader.fares import GateMode, find_station
+from card_reader.fares import GateMode, find_station, flat_fare
 from card_reader.hotlist import HotlistStore
 from card_reader.journal import Journal
 from card_reader.keys import SoftwareSam
@@ -46,6 +47,13 @@ def crash_after_debit() -> None:
         die()
 
     CardSession.debit = debit_then_die  # type: ignore[method-assign]
+
+
+def fares_since(started: float) -> set[int]:
+    """The gate's fare at any moment from `started` to now: TransJakarta's flat fare is
+    lower from 05:00 to 07:00 Jakarta time, so a test cannot fix one number."""
+    line, _ = find_station("TJ-1", "Monas")
+    return {flat_fare(line, int(started)), flat_fare(line, int(time.time()))}
 
 
 def main(argv: list[str]) -> int:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import resource
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,10 +24,8 @@ from card_reader.transport import ApduChannel, InProcessTransport
 from tests.api.live import BIN
 from tests.card.backoffice_server import running_back_office
 from tests.card.conftest import AUTH_MASTER, BACK_OFFICE, new_state, signed_certificate
-from tests.reliability.gate_process import TERMINAL_ID
+from tests.reliability.gate_process import TERMINAL_ID, fares_since
 from tests.reliability.test_gate_crash import answer, run_gate
-
-FARE = 3_500
 
 
 @pytest.fixture
@@ -94,8 +93,9 @@ def test_a_full_disk_refuses_the_debit_and_says_why(small_disk: Path) -> None:
     assert (refused.opened, refused.code) == (False, "journal_disk_full")
     assert (rig.card.state.balance, rig.card.state.counter) == (50_000, 0)
     filler.unlink()
+    started = time.time()
     paid = rig.tap()
-    assert (paid.opened, paid.code, paid.amount) == (True, "ok", FARE)
+    assert (paid.opened, paid.code) == (True, "ok") and paid.amount in fares_since(started)
     assert rig.gate.journal.stats().certificates == 1
 
 
