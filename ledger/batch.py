@@ -186,6 +186,7 @@ def _apply(
     first, size = (len(requests), len(requests)) if whole else (FIRST_PART, PART_SIZE)
     written = store.write(
         _decided_parts(requests, drafts, mode, first, size, loaded, outcome, clock),
+        overlapped=len(requests) > first,
         commit=commit,
     )
     if outcome.linked_failure is not None:

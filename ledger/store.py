@@ -99,15 +99,18 @@ class Store(Protocol):
         """What `reads` asks for, and what `meanwhile` returns; a store that can runs
         `meanwhile` while the database answers."""
 
-    def write(self, parts: Iterator[Writes], *, commit: bool) -> dict[uuid.UUID, int]:
+    def write(
+        self, parts: Iterator[Writes], *, overlapped: bool, commit: bool
+    ) -> dict[uuid.UUID, int]:
         """Write a batch's parts in order; returns each new transfer's seq.
 
-        `parts` is lazy: the batch decides each part when the store asks for it. A store
-        that can sends each part and asks for the next without waiting for the database,
-        so that the batch's decision and the server's writes run at the same time.
-        Raises a retryable error (db.run_write runs the batch again) if an account in a
-        part's `recheck` no longer has the status the batch saw, read after the balance
-        updates.
+        `parts` is lazy: the batch decides each part when the store asks for it. With
+        `overlapped` (a batch of several parts), a store that can sends each part as soon
+        as it is decided and asks for the next without waiting for the database, so that
+        the batch's decision and the server's writes run at the same time; otherwise the
+        parts may wait to travel with what follows them. Raises a retryable error
+        (db.run_write runs the batch again) if an account in a part's `recheck` no longer
+        has the status the batch saw, read after the balance updates.
 
         With `commit`, the caller says that nothing follows the write in its transaction:
         a store may then commit the transaction itself, in the same round trip as the
@@ -171,13 +174,17 @@ class PostgresStore:
         decoded = msgspec.json.decode(answer.get_value(0, 0) or b"", type=_ReadAnswer)
         return Found(decoded.transfers, decoded.resolutions, decoded.accounts), done
 
-    def write(self, parts: Iterator[Writes], *, commit: bool) -> dict[uuid.UUID, int]:
-        """Each part is one ledger_write call, sent as soon as the part is decided: the
-        server writes one part while the client decides the next. An error in any call
-        aborts the rest, and is raised when the answers are read."""
+    def write(
+        self, parts: Iterator[Writes], *, overlapped: bool, commit: bool
+    ) -> dict[uuid.UUID, int]:
+        """Each part is one ledger_write call; overlapped, each is sent as soon as it is
+        decided, and the server writes one part while the client decides the next. An
+        error in any call aborts the rest, and is raised when the answers are read."""
         with self._pipeline(_WRITE) as pipeline:
             for writes in parts:
                 pipeline.send(_WRITE, _write_params(writes))
+                if overlapped:
+                    pipeline.flush()
             if commit:
                 pipeline.commit()
             pipeline.sync()
@@ -306,7 +313,7 @@ class _Pipeline:
             self._wanted.append(False)
 
     def send(self, statement: _Statement, params: list[bytes]) -> None:
-        """Queue `statement` and send what is queued, without waiting for an answer."""
+        """Queue `statement` (libpq sends it once its buffer fills, or at `flush`)."""
         if statement.name not in self._prepared and statement.name not in self._preparing:
             self._pg.send_close_prepared(statement.name)
             self._pg.send_prepare(statement.name, statement.sql)
@@ -316,7 +323,6 @@ class _Pipeline:
             statement.name, params, [_BINARY] * len(params), statement.result_format
         )
         self._wanted.append(True)
-        self._flush()
 
     def commit(self) -> None:
         self._pg.send_query_params(b"COMMIT", None)
@@ -326,7 +332,7 @@ class _Pipeline:
         """End what is queued with a Sync and send it all: the server answers it now."""
         self._pg.pipeline_sync()
         self._synced = True
-        self._flush()
+        self.flush()
 
     def results(self) -> list[pq.abc.PGresult]:
         """The answers of the statements `send` queued, in order, once all have come."""
@@ -364,7 +370,8 @@ class _Pipeline:
         self.finished = True
         return results
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Send everything queued, without waiting for an answer."""
         # psycopg's connections are non-blocking: a large batch may not fit the socket's
         # buffer at once. The server's answers are read meanwhile, so that neither side
         # ever waits for the other to read.
@@ -458,7 +465,9 @@ class SqliteStore:
         ]
         return Found(transfers, resolutions, accounts)
 
-    def write(self, parts: Iterator[Writes], *, commit: bool) -> dict[uuid.UUID, int]:
+    def write(
+        self, parts: Iterator[Writes], *, overlapped: bool, commit: bool
+    ) -> dict[uuid.UUID, int]:
         # The caller's commit ends the transaction: committing here would save no round trip.
         seqs: dict[uuid.UUID, int] = {}
         for writes in parts:

@@ -57,7 +57,7 @@ def test_write_refuses_a_status_changed_since_the_read(
     ledger.set_status(credit, AccountStatus.FROZEN)
     transfer_id, writes = _writes(debit, credit, seen=AccountStatus.OPEN)
     with engine.connect() as conn, conn.begin(), pytest.raises(sa.exc.DBAPIError) as refused:
-        PostgresStore(conn).write(iter([writes]), commit=commit)
+        PostgresStore(conn).write(iter([writes]), overlapped=False, commit=commit)
     assert getattr(refused.value.orig, "sqlstate", None) == "40001"
     assert db._retryable(refused.value)
     assert ledger.get_transfer(transfer_id) is None
@@ -73,7 +73,7 @@ def test_write_accepts_the_status_the_batch_saw(
     ledger.set_status(credit, AccountStatus.FROZEN)
     transfer_id, writes = _writes(debit, credit, seen=AccountStatus.FROZEN)
     with engine.connect() as conn, conn.begin():
-        seqs = PostgresStore(conn).write(iter([writes]), commit=False)
+        seqs = PostgresStore(conn).write(iter([writes]), overlapped=False, commit=False)
     assert list(seqs) == [transfer_id]
     assert ledger.get_account(credit).credits_posted == 500  # type: ignore[union-attr]
 
