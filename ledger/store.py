@@ -3,9 +3,11 @@
 `ledger.batch` decides; a `Store` fetches what it needs and writes what it decided, in the
 caller's transaction. Both stores run the same statements in the same order; they differ
 only in how rows travel: PostgreSQL gets the whole batch as typed arrays, one call per
-phase (one network round trip each, the statements running inside a function) and locks taken
-in a fixed order; SQLite gets `executemany` and `json_each` lists, and needs no row locks because
-BEGIN IMMEDIATE already holds its single writer lock.
+phase (the statements running inside a function), sent through libpq's pipeline so that
+the transaction's BEGIN goes with the read and its COMMIT with the write (a single commit
+is two network round trips), and locks taken in a fixed order; SQLite gets `executemany`
+and `json_each` lists, and needs no row locks because BEGIN IMMEDIATE already holds its
+single writer lock.
 
 Lock order on PostgreSQL (why no two batches deadlock): bounded accounts are locked first,
 in id order, when they are read; then, in the write phase, unbounded accounts' primary rows
@@ -149,11 +151,13 @@ class PostgresStore:
     transaction's BEGIN travels with its read and a batch's COMMIT with its last write,
     and nothing of psycopg's per-statement machinery runs (adapting each parameter,
     choosing loaders, its generators waiting on the socket). A hot single commit is then
-    two round trips instead of four. Measured with 8 writers crediting one hot account
-    (alternating runs, 2026-11-29): 831, 906 and 939 commits/s through psycopg's cursors,
-    1,108, 1,224 and 1,227/s in libpq's pipeline; the writers' CPU per commit fell from
-    1,085 to 1,207 us to 713 to 785 us. (psycopg's own pipeline mode cost more client CPU
-    than the round trips it saved: see docs/ledger.md, "Round of 14:00 UTC".)"""
+    two round trips instead of four. Measured with 8 writers crediting one hot account,
+    alternating with the code before (2026-11-29, commits/s): 991, 998, 864 before and
+    1,201, 1,174, 1,062 after; and with `python -m bench ledger` on PostgreSQL, 1,007, 1,032,
+    831 before and 1,050, 1,329, 1,099 after. One writer's CPU per commit, client and
+    server: 669 to 835 and 870 to 970 us before, 453 to 502 and 713 to 803 us after.
+    (psycopg's own pipeline mode had cost more client CPU than the round trips it saved:
+    see docs/ledger.md, "Round of 14:00 UTC".)"""
 
     overlaps_writes = True
 
