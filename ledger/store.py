@@ -206,7 +206,8 @@ class PostgresStore:
         it) and flagged, so that db.run_write runs the transaction again on a fresh one.
         Should the caller's own code fail in between (a bug while deciding a part), the
         statements already sent are answered and dropped before the error goes on, so
-        that the caller's rollback finds the connection as psycopg left it."""
+        that the caller's rollback finds the connection as psycopg left it; an interrupt
+        (KeyboardInterrupt, say) invalidates the connection instead."""
         driver: psycopg.Connection[Any] = self._conn.connection.driver_connection  # type: ignore[assignment]
         prepared = self._conn.connection.info.setdefault(_PREPARED, set())
         try:
@@ -216,6 +217,10 @@ class PostgresStore:
             except Exception:
                 if not pipeline.finished and not driver.broken:
                     pipeline.abandon()
+                raise
+            except BaseException:
+                # Interrupted halfway through an exchange: the connection's state is unknown.
+                self._conn.invalidate()
                 raise
         except psycopg.Error as exc:
             lost = driver.broken
