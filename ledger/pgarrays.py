@@ -1,11 +1,10 @@
-"""One-dimensional PostgreSQL arrays in the binary wire format, both ways, in one pass.
+"""One-dimensional PostgreSQL arrays in the binary wire format, built in one pass.
 
-The ledger sends each batch as one array per column and reads its answers back as arrays
-(`ledger.store`, through libpq itself; the API's stores send `column`s through psycopg).
-psycopg's own adaptation of a Python list inspects
-it first (its dimensions, an element to choose a dumper for, whether any is None) and
-then dumps it element by element: about twice the client CPU of building the bytes
-directly. Here each column says its element type, so the array's bytes are joined
+The ledger sends each batch as one array per column (`ledger.store`, through libpq
+itself; the API's stores send `column`s through psycopg). psycopg's own adaptation of a
+Python list inspects it first (its dimensions, an element to choose a dumper for, whether
+any is None) and then dumps it element by element: about twice the client CPU of
+building the bytes directly. Here each column says its element type, so the array's bytes are joined
 straight away.
 
 Wire format (PostgreSQL's `array_send`): number of dimensions, a has-nulls flag and the
@@ -16,14 +15,11 @@ Guarantees:
 - `encode(kind, values)`, and `column(kind, values)` sent through psycopg, is what
   PostgreSQL reads as exactly the `kind[]` holding `values`, in order, None as NULL; an
   empty column is the empty array.
-- `decode(kind, data)` is the values of the `kind[]` PostgreSQL sent as `data`, in
-  order, NULL as None; a NULL array (no data) is the empty list.
 """
 
 from __future__ import annotations
 
 import struct
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,7 +28,15 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
 # Element type OIDs (pg_type; fixed since PostgreSQL 8).
-OIDS = {"uuid": 2950, "bool": 16, "int2": 21, "int4": 23, "int8": 20, "text": 25, "bytea": 17}
+_ELEMENT_OIDS = {
+    "uuid": 2950,
+    "bool": 16,
+    "int2": 21,
+    "int4": 23,
+    "int8": 20,
+    "text": 25,
+    "bytea": 17,
+}
 
 _HEADER = struct.Struct(">iiiii")
 _EMPTY = struct.Struct(">iii")
@@ -100,11 +104,11 @@ def encode(kind: str, values: Sequence[Any]) -> bytes:
     if kind not in _ENCODERS:
         raise ValueError(f"no binary array encoding for {kind!r}")
     if not values:
-        return _EMPTY.pack(0, 0, OIDS[kind])
+        return _EMPTY.pack(0, 0, _ELEMENT_OIDS[kind])
     elements = _ENCODERS[kind](values)
     # Only a NULL equals _NULL: every other element starts with its length, never -1.
     has_nulls = _NULL in elements
-    elements.insert(0, _HEADER.pack(1, has_nulls, OIDS[kind], len(values), 1))
+    elements.insert(0, _HEADER.pack(1, has_nulls, _ELEMENT_OIDS[kind], len(values), 1))
     return b"".join(elements)
 
 
@@ -150,7 +154,7 @@ _ARRAY_OIDS = {
 
 # One class per type: psycopg picks a dumper by the parameter's class.
 _CLASSES: dict[str, type[Column]] = {
-    kind: type(f"{kind.title()}Column", (Column,), {"__slots__": ()}) for kind in OIDS
+    kind: type(f"{kind.title()}Column", (Column,), {"__slots__": ()}) for kind in _ELEMENT_OIDS
 }
 for _kind, _class in _CLASSES.items():
     psycopg.adapters.register_dumper(_class, _dumper(_kind))
@@ -168,40 +172,3 @@ def columns(kinds: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Column]
     return [
         column(kind, values) for kind, values in zip(kinds, _transposed(kinds, rows), strict=True)
     ]
-
-
-_DECODERS: dict[str, Callable[[bytes], Any]] = {
-    "uuid": lambda b: uuid.UUID(bytes=b),
-    "bool": lambda b: b != b"\x00",
-    "int2": lambda b: int.from_bytes(b, "big", signed=True),
-    "int4": lambda b: int.from_bytes(b, "big", signed=True),
-    "int8": lambda b: int.from_bytes(b, "big", signed=True),
-    "text": lambda b: b.decode(),
-    "bytea": bytes,
-}
-
-
-def decode(kind: str, data: bytes | None) -> list[Any]:
-    """The values of the binary `kind[]` in `data` (None, a NULL array, holds none)."""
-    if kind not in _DECODERS:
-        raise ValueError(f"no binary array decoding for {kind!r}")
-    if data is None:
-        return []
-    dimensions, _, oid = _EMPTY.unpack_from(data)
-    if oid != OIDS[kind] or dimensions > 1:
-        raise ValueError(f"not a one-dimensional {kind}[] (oid {oid}, {dimensions} dimensions)")
-    if dimensions == 0:
-        return []
-    count = _LENGTH.unpack_from(data, _EMPTY.size)[0]
-    convert, unpack_length = _DECODERS[kind], _LENGTH.unpack_from
-    values: list[Any] = []
-    offset = _HEADER.size  # past the dimension's length and lower bound
-    for _ in range(count):
-        length = unpack_length(data, offset)[0]
-        offset += _LENGTH.size
-        if length < 0:
-            values.append(None)
-            continue
-        values.append(convert(data[offset : offset + length]))
-        offset += length
-    return values
