@@ -6,6 +6,10 @@
 2. The ceiling: the same rows inserted and the same balances updated with the fastest
    plain SQL we can write (COPY and one UPDATE per batch on PostgreSQL, executemany on
    SQLite), with no checks, no hashes and no triggers, into tables of the same shape.
+   The two alternate batch by batch, each timed on its own: the ratio then compares
+   them on the same machine at the same moment, with their tables at the same size.
+   (Run one after the other, a minute apart, the ratio moved with the machine's speed,
+   which here changes by up to 40% from one minute to the next.)
 3. Hot single commits: 8 processes each committing one transfer at a time, all crediting
    the same hot account.
 
@@ -70,17 +74,19 @@ def run(url: str, backend: str, count: int, single_seconds: float) -> dict[str, 
     # while either loop below builds its rows (5 to 7 ms of client CPU per batch).
     gc.freeze()
 
-    log(f"{backend}: {count} transfers through the ledger in batches of {BATCH}")
-    started = time.perf_counter()
-    for i in range(0, count, BATCH):
-        batch = [Transfer.simple(t, d, c, a, "fare") for t, d, c, a in plan[i : i + BATCH]]
-        results = ledger.submit(batch)
-        assert all(r.code.succeeded for r in results), {r.code for r in results}
-    ledger_seconds = time.perf_counter() - started
+    log(f"{backend}: {count} transfers in batches of {BATCH}, through the ledger and,")
+    log("  alternating batch by batch, the same writes in plain SQL (the ceiling)")
+    ledger_seconds = ceiling_seconds = 0.0
+    with _Ceiling(engine, [*cards, *merchants, hot]) as ceiling:
+        for i in range(0, count, BATCH):
+            chunk = plan[i : i + BATCH]
+            started = time.perf_counter()
+            batch = [Transfer.simple(t, d, c, a, "fare") for t, d, c, a in chunk]
+            results = ledger.submit(batch)
+            ledger_seconds += time.perf_counter() - started
+            assert all(r.code.succeeded for r in results), {r.code for r in results}
+            ceiling_seconds += ceiling.write(chunk)
     log(f"  ledger: {count / ledger_seconds:,.0f} transfers/s")
-
-    log("  ceiling: the same writes in plain SQL")
-    ceiling_seconds = _ceiling(engine, plan, cards, merchants, hot)
     log(f"  ceiling: {count / ceiling_seconds:,.0f} transfers/s")
 
     log(f"  {SINGLE_WRITERS} writers committing single transfers to one hot account")
@@ -153,67 +159,73 @@ TRANSFER_COLUMNS = (
 )
 
 
-def _ceiling(
-    engine: sa.Engine,
-    plan: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, int]],
-    cards: list[uuid.UUID],
-    merchants: list[uuid.UUID],
-    hot: uuid.UUID,
-) -> float:
-    postgres = engine.dialect.name == "postgresql"
-    types = {
-        "uuid": "UUID" if postgres else "TEXT",
-        "seq": "BIGSERIAL PRIMARY KEY" if postgres else "INTEGER PRIMARY KEY",
-        "bytes": "BYTEA" if postgres else "BLOB",
-        "balance_storage": " WITH (fillfactor = 50)" if postgres else "",
-    }
-    raw: Any = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
+class _Ceiling:
+    """The ceiling's own tables on the ledger's database; `write` does one batch's writes."""
+
+    def __init__(self, engine: sa.Engine, accounts: list[uuid.UUID]) -> None:
+        self._postgres = engine.dialect.name == "postgresql"
+        self._engine = engine
+        self._accounts = accounts
+        self._now = time.time_ns() // 1000
+        self._written = 0
+
+    def __enter__(self) -> _Ceiling:
+        types = {
+            "uuid": "UUID" if self._postgres else "TEXT",
+            "seq": "BIGSERIAL PRIMARY KEY" if self._postgres else "INTEGER PRIMARY KEY",
+            "bytes": "BYTEA" if self._postgres else "BLOB",
+            "balance_storage": " WITH (fillfactor = 50)" if self._postgres else "",
+        }
+        self._raw: Any = self._engine.raw_connection()
+        self._cursor = self._raw.cursor()
         for ddl in CEILING_DDL:
-            cursor.execute(ddl.format(**types))
-
-        def key(u: uuid.UUID) -> Any:
-            return u if postgres else u.hex
-
-        accounts = [(key(a), 0, 0) for a in [*cards, *merchants, hot]]
-        if postgres:
-            with cursor.copy("COPY ceiling_accounts FROM STDIN") as copy:
-                for row in accounts:
+            self._cursor.execute(ddl.format(**types))
+        rows = [(self._key(a), 0, 0) for a in self._accounts]
+        if self._postgres:
+            with self._cursor.copy("COPY ceiling_accounts FROM STDIN") as copy:
+                for row in rows:
                     copy.write_row(row)
         else:
-            cursor.execute("BEGIN")
-            cursor.executemany("INSERT INTO ceiling_accounts VALUES (?, ?, ?)", accounts)
-        raw.commit()
+            self._cursor.execute("BEGIN")
+            self._cursor.executemany("INSERT INTO ceiling_accounts VALUES (?, ?, ?)", rows)
+        self._raw.commit()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._raw.close()
+
+    def _key(self, u: uuid.UUID) -> Any:
+        return u if self._postgres else u.hex
+
+    def write(self, chunk: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, int]]) -> float:
+        """Write one batch and commit; the seconds it took."""
         # The content hashes the ledger computes, as stored bytes: the ceiling stores them
-        # and computes nothing.
-        hashes = [random.randbytes(32) for _ in plan]
+        # and computes nothing, so they are made before the clock starts.
+        hashes = [random.randbytes(32) for _ in chunk]
+        key = self._key
         started = time.perf_counter()
-        now = time.time_ns() // 1000
-        for i in range(0, len(plan), BATCH):
-            chunk = plan[i : i + BATCH]
-            transfers = [
-                (key(t), "fare", "posted", "IDR", None, None, 0, "{}", now + j, hashes[i + j])
-                for j, (t, _, _, _) in enumerate(chunk)
-            ]
-            postings = [
-                row
-                for t, d, c, a in chunk
-                for row in ((key(t), 0, key(d), "IDR", a), (key(t), 1, key(c), "IDR", -a))
-            ]
-            debits: dict[Any, int] = defaultdict(int)
-            credits: dict[Any, int] = defaultdict(int)
-            for _, d, c, a in chunk:
-                debits[key(d)] += a
-                credits[key(c)] += a
-            if postgres:
-                _ceiling_batch_postgres(cursor, transfers, postings, debits, credits)
-            else:
-                _ceiling_batch_sqlite(cursor, transfers, postings, debits, credits)
-            raw.commit()
+        transfers = [
+            (key(t), "fare", "posted", "IDR", None, None, 0, "{}", self._now + self._written + j,
+             hashes[j])
+            for j, (t, _, _, _) in enumerate(chunk)
+        ]  # fmt: skip
+        postings = [
+            row
+            for t, d, c, a in chunk
+            for row in ((key(t), 0, key(d), "IDR", a), (key(t), 1, key(c), "IDR", -a))
+        ]
+        debits: dict[Any, int] = defaultdict(int)
+        credits: dict[Any, int] = defaultdict(int)
+        for _, d, c, a in chunk:
+            debits[key(d)] += a
+            credits[key(c)] += a
+        if self._postgres:
+            _ceiling_batch_postgres(self._cursor, transfers, postings, debits, credits)
+        else:
+            _ceiling_batch_sqlite(self._cursor, transfers, postings, debits, credits)
+        self._raw.commit()
+        self._written += len(chunk)
         return time.perf_counter() - started
-    finally:
-        raw.close()
 
 
 def _ceiling_batch_postgres(
