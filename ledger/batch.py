@@ -35,13 +35,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
-import msgspec
 from sqlalchemy.engine import Connection
 
 from ledger.codes import ResultCode
 from ledger.journal import canonical_metadata, content_hash
 from ledger.rules import Problem, request_problem
 from ledger.store import (
+    AccountRow,
     BoundedRow,
     Reads,
     ShardDelta,
@@ -76,24 +76,6 @@ Leg = tuple[uuid.UUID, int]
 # the decision's CPU.
 Columns = list[int]
 DEBITS_POSTED, CREDITS_POSTED, DEBITS_PENDING, CREDITS_PENDING = range(4)
-
-
-class AccountRow(msgspec.Struct, frozen=True):
-    """An account as the batch read it. Only `balance` changes (in place), and only a
-    bounded account's (its working copy, under the row lock).
-
-    A msgspec Struct, built in C: a batch builds one per account it names, up to two
-    thousand, and a dataclass took 1.1 us each against 0.3 us."""
-
-    id: uuid.UUID
-    currency: str
-    status: AccountStatus
-    debits_must_not_exceed_credits: bool
-    credits_must_not_exceed_debits: bool
-    max_balance: int | None
-    shards: int
-    balance: Columns
-    bounded: bool
 
 
 class Recorded(NamedTuple):
@@ -184,21 +166,21 @@ def _apply(
     # All or nothing: a linked batch is decided whole before anything of it is written.
     whole = mode is BatchMode.LINKED or not store.overlaps_writes
     first, size = (len(requests), len(requests)) if whole else (FIRST_PART, PART_SIZE)
-    written = store.write(
-        _decided_parts(requests, drafts, mode, first, size, loaded, outcome, clock),
-        overlapped=len(requests) > first,
-        commit=commit,
-    )
+    parts = _decided_parts(requests, drafts, mode, first, size, loaded, outcome, clock)
+    # From here `parts` holds the decision's working state (the rows read, the drafts, the
+    # balance effects), so that it is freed as soon as the last part is decided, while the
+    # server writes that part, not after: about 1.3 ms of a 1,000-transfer batch.
+    del loaded, drafts
+    written = store.write(parts, overlapped=len(requests) > first, commit=commit)
     if outcome.linked_failure is not None:
         return _fail_linked(requests, *outcome.linked_failure)
-    seqs = {i.int: seq for i, seq in written.items()}
     results = []
     for request, decision in zip(requests, outcome.decided, strict=True):
         if isinstance(decision, Refused):
             results.append(TransferResult(request.id, decision.code, decision.detail))
         else:
             code, recorded = decision
-            seq = recorded.seq if recorded.seq is not None else seqs[recorded.id.int]
+            seq = recorded.seq if recorded.seq is not None else written[recorded.id.int]
             results.append(TransferResult(request.id, code, "", seq, recorded.timestamp_us))
     return results
 
@@ -257,6 +239,8 @@ def _decided_parts(
         if writes is not None:
             yield writes
         start, end = end, min(end + size, len(requests))
+    # Every part is decided and handed to the store: only the results are left to make.
+    outcome.effects.clear()
 
 
 def _fail_linked(
@@ -356,9 +340,7 @@ def _load(
     while True:
         transfers |= _recorded(found.transfers)
         resolutions |= {pid.int: Phase(phase) for pid, phase in found.resolutions}
-        for row in found.accounts:
-            account = _account_row(row)
-            accounts[account.id.int] = account
+        accounts |= {account.id.int: account for account in found.accounts}
         asked.update(a.int for a in reads.accounts)
         retried_pendings = {
             pid.int: pid
@@ -416,16 +398,6 @@ def _recorded(rows: list[tuple[Any, ...]]) -> dict[Key, Recorded]:
         )
         for tid, row in first.items()
     }
-
-
-_STATUSES = {status.value: status for status in AccountStatus}
-
-
-def _account_row(row: tuple[Any, ...]) -> AccountRow:
-    return AccountRow(
-        row[0], row[1], _STATUSES[row[2]], row[3], row[4], row[5], row[6],
-        [row[7], row[8], row[9], row[10]], bool(row[3] or row[4] or row[5] is not None),
-    )  # fmt: skip
 
 
 # --- Deciding ------------------------------------------------------------------------

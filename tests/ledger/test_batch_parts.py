@@ -113,8 +113,10 @@ def test_a_batch_in_parts_matches_the_model(
     assert [r.code for r in results] == model.apply_batch(requests, BatchMode.INDEPENDENT), [
         r.detail for r in results
     ]
-    applied = [r.seq for r in results if r.code is ResultCode.OK]
-    assert applied == sorted(applied), "seqs follow the order of the requests"
+    applied = [r for r in results if r.code is ResultCode.OK]
+    assert [r.seq for r in applied] == sorted(r.seq for r in applied), "seqs in request order"
+    recorded = {r.id: book.get_transfer(r.id) for r in applied}
+    assert [r.seq for r in applied] == [recorded[r.id].seq for r in applied]  # type: ignore[union-attr]
     actual = book.get_accounts(list(model.accounts))
     for account_id, m in model.accounts.items():
         a = actual[account_id]

@@ -28,7 +28,7 @@ from ledger import (
     make_engine,
 )
 from ledger.batch import apply_batch
-from ledger.store import PostgresStore, Reads, Writes, store_for
+from ledger.store import AccountRow, PostgresStore, Reads, Writes, store_for
 
 on_postgresql = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
@@ -74,7 +74,7 @@ def test_write_accepts_the_status_the_batch_saw(
     transfer_id, writes = _writes(debit, credit, seen=AccountStatus.FROZEN)
     with engine.connect() as conn, conn.begin():
         seqs = PostgresStore(conn).write(iter([writes]), overlapped=False, commit=False)
-    assert list(seqs) == [transfer_id]
+    assert list(seqs) == [transfer_id.int]
     assert ledger.get_account(credit).credits_posted == 500  # type: ignore[union-attr]
 
 
@@ -137,9 +137,10 @@ def test_both_stores_read_the_same_rows(
         (load_seq, load, "load", "posted", 1, card, -50_000),
     ]
     assert found.resolutions == [(held, "void_pending")]
-    assert sorted(found.accounts, key=lambda row: row[0] != card) == [
-        (card, "IDR", "open", True, False, 2_000_000, 1, 0, 50_000, 0, 0),
-        (hot, "IDR", "open", False, False, None, 4, 0, 0, 0, 0),
+    open_ = AccountStatus.OPEN
+    assert sorted(found.accounts, key=lambda row: row.id != card) == [
+        AccountRow(card, "IDR", open_, True, False, 2_000_000, 1, [0, 50_000, 0, 0], True),
+        AccountRow(hot, "IDR", open_, False, False, None, 4, [0, 0, 0, 0], False),
     ]
 
 
@@ -187,7 +188,7 @@ def test_a_failure_between_sending_and_reading_leaves_the_connection_usable(
             store_for(conn).read(Reads(accounts=[account]), lambda: 1 / 0)
         with conn.begin():
             found, _ = store_for(conn).read(Reads(accounts=[account]), lambda: None)
-    assert [row[0] for row in found.accounts] == [account]
+    assert [row.id for row in found.accounts] == [account]
 
 
 @on_postgresql
