@@ -39,7 +39,8 @@ from ledger.types import AccountStatus
 
 T = TypeVar("T")
 
-# Row shapes both stores return (PostgreSQL's ledger_read builds the same arrays).
+# The rows both stores read (PostgreSQL's ledger_read builds the same arrays, the
+# accounts' in the shape of `AccountRow`).
 TRANSFER_COLUMNS = (
     "t.seq, t.id, t.kind, t.phase, t.currency, t.pending_id, t.linked_id, t.timeout_s,"
     " t.metadata, t.timestamp_us, p.leg, p.account_id, p.amount"
@@ -166,8 +167,9 @@ class PostgresStore:
     """Reads and writes through ledger_read and ledger_write (see migration 0004): each is
     one statement, whatever the batch's size, with the batch travelling as typed arrays,
     one per column, in PostgreSQL's binary format (`ledger.pgarrays`). The read's answer
-    comes back as one JSON document, decoded straight into typed rows by msgspec; the
-    write's as two binary arrays.
+    comes back as one JSON document, decoded straight into typed rows and `AccountRow`s
+    by msgspec; the write's as one binary array, the new transfers' seqs in the order of
+    the rows sent (migration 0008).
 
     The statements go through libpq itself, in its pipeline mode (`_Pipeline`), not
     through psycopg's cursors: a round trip carries every statement that is ready, so a

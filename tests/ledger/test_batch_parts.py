@@ -1,14 +1,14 @@
 """A batch written in parts gives the results and balances of the same batch written whole.
 
 On PostgreSQL an independent batch is decided part by part, and each part's writes go to
-the database through psycopg's pipeline while the next part is decided (ledger.batch's
-FIRST_PART, then PART_SIZE at a time; SQLite, in process, writes every batch whole and
-runs the same batches as a check of the whole path). Requests here depend on each other
-across parts: a card loaded in one part pays in the next, a pending transfer made in one
-part is posted or voided in another, an id is repeated (identical or changed) parts
-later, and a card's maximum balance and no-overdraft bounds refuse some requests in
-between. Each batch is compared with the in-memory model, which knows nothing of parts,
-and every invariant is verified.
+the database through libpq's pipeline while the next part is decided (ledger.batch's
+FIRST_PART, then each part twice the last up to PART_SIZE; SQLite, in process, writes
+every batch whole and runs the same batches as a check of the whole path). Requests here
+depend on each other across parts: a card loaded in one part pays in the next, a pending
+transfer made in one part is posted or voided in another, an id is repeated (identical
+or changed) parts later, and a card's maximum balance and no-overdraft bounds refuse
+some requests in between. Each batch is compared with the in-memory model, which knows
+nothing of parts, and every invariant is verified.
 """
 
 from __future__ import annotations

@@ -145,9 +145,9 @@ def machine_for(fresh_engines: Callable[[], Engine]) -> type[RuleBasedStateMachi
             self, data: st.DataObject, mode: BatchMode, size: int, first: int, part: int
         ) -> None:
             """A batch, decided and written on PostgreSQL in parts: `first` requests, then
-            `part` at a time (ledger.batch's FIRST_PART and PART_SIZE, 50 and 250 in
-            production). A request may depend on one in an earlier part, already sent to
-            the database but not yet answered."""
+            each part twice the last, up to `part` (ledger.batch's FIRST_PART and
+            PART_SIZE, 50 and 400 in production). A request may depend on one in an
+            earlier part, already sent to the database but not yet answered."""
             requests: list[Request] = []
             for _ in range(size):
                 choice = data.draw(st.sampled_from(["transfer", "post", "void", "retry"]))
