@@ -27,6 +27,7 @@ import random
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -169,6 +170,8 @@ class _Ceiling:
         self._accounts = accounts
         self._now = time.time_ns() // 1000
         self._written = 0
+        # A plain function, as fast as the original closure (no attribute lookups per id).
+        self._key: Callable[[uuid.UUID], Any] = _same_id if self._postgres else _hex_id
 
     def __enter__(self) -> _Ceiling:
         types = {
@@ -194,9 +197,6 @@ class _Ceiling:
 
     def __exit__(self, *exc: object) -> None:
         self._raw.close()
-
-    def _key(self, u: uuid.UUID) -> Any:
-        return u if self._postgres else u.hex
 
     def write(self, chunk: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, int]]) -> float:
         """Write one batch and commit; the seconds it took."""
@@ -227,6 +227,14 @@ class _Ceiling:
         self._raw.commit()
         self._written += len(chunk)
         return time.perf_counter() - started
+
+
+def _same_id(u: uuid.UUID) -> uuid.UUID:
+    return u
+
+
+def _hex_id(u: uuid.UUID) -> str:
+    return u.hex
 
 
 def _ceiling_batch_postgres(
