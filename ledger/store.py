@@ -213,9 +213,9 @@ class PostgresStore:
         with self._pipeline(_WRITE) as pipeline:
             for writes in parts:
                 pipeline.send(_WRITE, _write_params(writes))
-                sent.append([t[0].int for t in writes.transfers])
                 if overlapped:
                     pipeline.flush()
+                sent.append([t[0].int for t in writes.transfers])
             if commit:
                 pipeline.commit()
             pipeline.sync()
