@@ -4,8 +4,8 @@ The ledger sends each batch as one array per column (`ledger.store`, through lib
 itself; the API's stores send `column`s through psycopg). psycopg's own adaptation of a
 Python list inspects it first (its dimensions, an element to choose a dumper for, whether
 any is None) and then dumps it element by element: about twice the client CPU of
-building the bytes directly. Here each column says its element type, so the array's bytes are joined
-straight away.
+building the bytes directly. Here each column says its element type, so the array's
+bytes are joined straight away.
 
 Wire format (PostgreSQL's `array_send`): number of dimensions, a has-nulls flag and the
 element type's OID, then per dimension its length and lower bound (1), then each element

@@ -221,9 +221,9 @@ class PostgresStore:
             pipeline.sync()
             answers = pipeline.results()
         seqs: dict[int, int] = {}
+        # psycopg's own loader reads the binary arrays (in C).
+        loader = Transformer(self._conn.connection.driver_connection)
         for ids, answer in zip(sent, answers, strict=True):
-            # psycopg's own loader reads the binary array (in C).
-            loader = Transformer(self._conn.connection.driver_connection)
             loader.set_pgresult(answer)
             (new_seqs,) = loader.load_row(0, tuple)
             seqs.update(zip(ids, new_seqs or (), strict=True))  # NULL: none made
